@@ -1,0 +1,55 @@
+"""The ``ferry`` click group. Subcommands load lazily so ``ferry --help`` starts fast.
+
+Conventions every command follows: commands that read a repository take ``--repository``
+(env ``FERRY_REPOSITORY``, default the bundled examples); commands that talk to a server
+take ``--url`` (env ``FERRY_URL``, default ``http://127.0.0.1:8000``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+_COMMANDS = {
+    "serve": ("ferry.cli.serve", "serve", "Serve a model repository over HTTP."),
+    "models": ("ferry.cli.models", "models", "List models, versions, runtimes and signatures."),
+    "predict": ("ferry.cli.predict", "predict", "Send one inference request to a server."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attr, _ = _COMMANDS[name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: Any) -> None:
+        rows = [(name, help_text) for name, (_, _, help_text) in sorted(_COMMANDS.items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ferry")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.1.0"
+
+
+@click.group(cls=LazyGroup, epilog="Example:\n\n  ferry serve ./models --http-port 8000")
+@click.version_option(_version(), "--version", prog_name="ferry")
+def cli() -> None:
+    """Ferry: serve trained models fast, over the KServe V2 and TF Serving protocols."""
+
+
+def main() -> None:
+    cli(auto_envvar_prefix="FERRY")

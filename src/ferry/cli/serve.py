@@ -1,0 +1,43 @@
+"""``ferry serve [REPO]``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(epilog="""Examples:
+
+\b
+  ferry serve                          # the bundled example repository on :8000
+  ferry serve ./models --http-port 9000 --host 0.0.0.0
+  ferry serve ./models --trust-pickles # also load sklearn joblib/pickle models
+""")
+@click.argument("repo", required=False, type=click.Path(file_okay=False))
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--http-port", type=int, default=None, help="HTTP port (default 8000; 0 = any).")
+@click.option("--grpc-port", type=int, default=None,
+              help="gRPC port (default 8001; accepted, not served yet).")
+@click.option("--trust-pickles", is_flag=True, default=None,
+              help="Load pickle/joblib artifacts (this runs code from them).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default=None, help="Logging level (default info).")
+@click.option("--max-body-bytes", type=int, default=None,
+              help="Largest request body (default 64 MiB); larger gets 413.")
+def serve(repo: str | None, **options: object) -> None:
+    """Serve the model repository REPO (default: the bundled examples) over HTTP.
+
+    Every option can also come from a FERRY_* environment variable (FERRY_HTTP_PORT, ...).
+    """
+    from ferry.server import run
+    from ferry.settings import ServerSettings
+
+    values = {k: v for k, v in options.items() if v is not None}
+    if repo is not None:
+        values["repository"] = repo
+    try:
+        settings = ServerSettings(**values)
+    except Exception as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not settings.repository.is_dir():
+        raise click.BadParameter(f"{settings.repository} is not a folder", param_hint="REPO")
+    run(settings)

@@ -1,0 +1,164 @@
+"""``model.yaml``: what an operator may declare about a model, validated strictly.
+
+Every field is optional: a version folder holding only ``model.onnx`` serves with its
+signature read from the graph. Unknown keys are errors that name the key and the file.
+
+Example::
+
+    runtime: onnx
+    inputs:
+      - {name: float_input, datatype: FP32, shape: [-1, 4]}
+    outputs:
+      - {name: label, datatype: INT64, shape: [-1]}
+    max_batch_size: 64
+    dynamic_batching: {max_queue_delay_ms: 0, max_queue_size: 4096}
+    instances: 1
+    threads: 1
+    version_policy: {latest: 2}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ferry.datatypes import ALLOWED, V2_TO_NUMPY
+from ferry.errors import ManifestError
+from ferry.types import TensorSpec
+
+MANIFEST_FILE = "model.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Strict):
+    """One declared input or output."""
+
+    name: Annotated[str, Field(min_length=1)]
+    """The tensor's name, as the model and the clients call it."""
+    datatype: str
+    """A V2 datatype: BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 or BYTES."""
+    shape: list[int]
+    """The full shape; -1 for a variable dimension. With batching, the first is -1."""
+    allow_nan: bool = True
+    """Accept NaN values (float inputs). False answers 422 to a request holding NaN."""
+    features: list[str] | None = None
+    """Column names for a ``[-1, k]`` input (used by monitoring and batch scoring)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TensorConfig:
+        if self.datatype not in V2_TO_NUMPY:
+            raise ValueError(f"datatype {self.datatype!r} is not one of {ALLOWED}")
+        if any(d < -1 or d == 0 for d in self.shape):
+            raise ValueError(f"shape {self.shape}: use positive sizes or -1 for variable")
+        if self.features is not None and (len(self.shape) != 2 or self.shape[1] != len(
+                self.features)):
+            raise ValueError(f"features lists {len(self.features)} names but shape is "
+                             f"{self.shape}; give one name per column of a [-1, k] input")
+        return self
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, tuple(self.shape), self.allow_nan)
+
+
+class DynamicBatching(_Strict):
+    """How requests queued for one version are merged into batches."""
+
+    max_queue_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    """How long the first request of a batch may wait for more to join. 0 (default): run
+    at once when an instance is idle and batch only what queued while all were busy."""
+    preferred_batch_sizes: list[Annotated[int, Field(gt=0)]] = []
+    """With a delay: stop waiting as soon as the batch reaches one of these sizes."""
+    max_queue_size: Annotated[int, Field(gt=0)] = 4096
+    """Rows that may wait; more are answered 503 with Retry-After."""
+
+
+class VersionPolicy(_Strict):
+    """Which versions are served: ``latest: N`` (default 1), ``all: true`` or ``specific``."""
+
+    latest: Annotated[int, Field(gt=0)] | None = None
+    all: bool = False
+    specific: list[Annotated[int, Field(ge=0)]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, value: Any) -> Any:
+        if value == "all":
+            return {"all": True}
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> VersionPolicy:
+        chosen = sum([self.latest is not None, self.all, self.specific is not None])
+        if chosen > 1:
+            raise ValueError("choose one of latest: N, all, specific: [..]")
+        return self
+
+
+class ModelManifest(_Strict):
+    """A model's ``model.yaml``. Every field is optional."""
+
+    runtime: Literal["onnx", "sklearn", "xgboost", "lightgbm", "python"] | str | None = None
+    """The runtime that loads each version; guessed from the artifact's file name if absent."""
+    inputs: list[TensorConfig] | None = None
+    """Declared inputs; read from the artifact when the runtime can (ONNX)."""
+    outputs: list[TensorConfig] | None = None
+    """Declared outputs; read from the artifact when the runtime can (ONNX)."""
+    max_batch_size: Annotated[int, Field(ge=0)] | None = None
+    """Rows per batch; 0 = the model has no batch dimension and runs one request at a time.
+    Default: 64 when every input and output has a variable first dimension, else 0."""
+    dynamic_batching: DynamicBatching = DynamicBatching()
+    """Queueing and batching settings."""
+    instances: Annotated[int, Field(gt=0)] = 1
+    """How many copies of each version execute concurrently."""
+    threads: Annotated[int, Field(gt=0)] = 1
+    """Threads per instance inside the runtime (ONNX Runtime intra-op threads)."""
+    version_policy: VersionPolicy = VersionPolicy()
+    """Which versions are live."""
+    parameters: dict[str, Any] = {}
+    """Runtime-specific settings (e.g. ``predictor`` for the python runtime)."""
+
+    @model_validator(mode="after")
+    def _batch_axis(self) -> ModelManifest:
+        if self.max_batch_size:
+            for t in (self.inputs or []) + (self.outputs or []):
+                if not t.shape or t.shape[0] != -1:
+                    raise ValueError(f"max_batch_size is {self.max_batch_size} but "
+                                     f"{t.name!r} has shape {t.shape}; a batching model's "
+                                     f"tensors start with the batch axis -1")
+        return self
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """Read and validate ``path``; a missing file gives the all-defaults manifest."""
+    if not path.exists():
+        return ModelManifest()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    return parse_manifest(raw, str(path))
+
+
+def parse_manifest(raw: dict[str, Any], source: str = MANIFEST_FILE) -> ModelManifest:
+    """Validate a mapping; errors name the file, the key and what is allowed."""
+    try:
+        return ModelManifest.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {where!r}")
+            else:
+                problems.append(f"{where}: {err['msg']}")
+        allowed = ", ".join(ModelManifest.model_fields)
+        raise ManifestError(f"{source}: " + "; ".join(problems)
+                            + f" (top-level keys allowed: {allowed})") from None

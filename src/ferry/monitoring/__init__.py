@@ -1,0 +1,1 @@
+"""Metrics now; reference profiles, drift and data quality as they land."""

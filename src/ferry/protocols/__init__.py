@@ -1,0 +1,1 @@
+"""Wire protocols over the protocol-neutral ``dataplane``."""

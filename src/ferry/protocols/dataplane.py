@@ -1,0 +1,149 @@
+"""The protocol-neutral handlers (MLServer's DataPlane idea): REST, gRPC, the UI and batch
+scoring call these with ``ferry.types`` values; only this module calls the manager.
+
+Promises: every error is a ``FerryError``; ``infer`` counts each request once in the metrics
+under its outcome; a model's failure never escapes as anything but ``ModelError``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import ferry
+from ferry.errors import FerryError, ModelNotReady, UnknownOutput
+from ferry.lifecycle.harness import VersionHarness
+from ferry.lifecycle.manager import ModelManager
+from ferry.scheduler.tensors import check_inputs
+from ferry.types import InferRequest, InferResponse, Signature, TensorSpec
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+
+
+def _outcome(exc: FerryError) -> str:
+    return _CAMEL.sub("_", type(exc).__name__).lower()
+
+
+def _tensor(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+class DataPlane:
+    """Health, metadata, inference and the repository index, for any protocol."""
+
+    def __init__(self, manager: ModelManager, default_timeout_s: float | None = None) -> None:
+        self.manager = manager
+        self.default_timeout_s = default_timeout_s
+
+    # -- health and metadata -------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self.manager.ready()
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "ferry", "version": ferry.__version__, "extensions": EXTENSIONS}
+
+    def model_ready(self, name: str, version: int | None = None) -> bool:
+        """True if the version (or any version) is live; ``NotFound`` for unknown names."""
+        served = self.manager.model(name)
+        if version is None:
+            return served.latest_ready() is not None
+        harness = served.versions.get(version)
+        if harness is None:
+            self.manager.get(name, version)  # raises VersionNotFound
+        return harness is not None and harness.ready
+
+    def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """V2 model metadata, plus Ferry's per-version states under ``ferry``."""
+        served = self.manager.model(name)
+        harness: VersionHarness | None
+        if version is None:
+            harness = served.latest_ready() or next(iter(served.versions.values()), None)
+        else:
+            harness = served.versions.get(version)
+            if harness is None:
+                self.manager.get(name, version)  # raises VersionNotFound
+        signature = harness.signature if harness else Signature((), ())
+        versions = sorted(served.versions, reverse=True)
+        return {
+            "name": name,
+            "versions": [str(v) for v in (versions if version is None else [version])],
+            "platform": self._platform(harness),
+            "inputs": [_tensor(s) for s in signature.inputs],
+            "outputs": [_tensor(s) for s in signature.outputs],
+            "ferry": {
+                "max_batch_size": harness.max_batch_size if harness else 0,
+                "error": served.entry.error,
+                "versions": [self._version_info(served.versions[v]) for v in versions
+                             if version is None or v == version],
+            },
+        }
+
+    @staticmethod
+    def _platform(harness: VersionHarness | None) -> str:
+        runtime = harness.runtime_name if harness else ""
+        return {"onnx": "onnxruntime_onnx", "python": "python"}.get(runtime, runtime)
+
+    @staticmethod
+    def _version_info(h: VersionHarness) -> dict[str, Any]:
+        return {"version": str(h.version), "state": h.state.value, "reason": h.reason,
+                "runtime": h.runtime_name, "sha256": h.sha256,
+                "load_seconds": round(h.load_seconds, 4)}
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: every model and version with state and reason."""
+        index = []
+        for name in sorted(self.manager.models):
+            served = self.manager.models[name]
+            if not served.versions and not ready_only:
+                index.append({"name": name, "version": "", "state": "UNAVAILABLE",
+                              "reason": served.entry.error or "no version to serve"})
+            for number in sorted(served.versions):
+                h = served.versions[number]
+                if ready_only and not h.ready:
+                    continue
+                index.append({"name": name, "version": str(number), "state": h.state.value,
+                              "reason": h.reason})
+        return index
+
+    def signature(self, name: str, version: int | None = None) -> Signature:
+        """The signature of the version a request for (name, version) would run on."""
+        return self.manager.get(name, version).signature
+
+    # -- inference -----------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """Check, queue and run one request on the version it names (or the latest)."""
+        started = time.monotonic()
+        harness = self.manager.get(request.model.name, request.model.version)
+        metrics = harness.metrics
+        try:
+            rows = check_inputs(harness.signature, request.inputs, harness.max_batch_size)
+            if request.outputs:
+                self._check_outputs(harness.signature, [o.name for o in request.outputs])
+            deadline = request.deadline
+            if deadline is None and self.default_timeout_s:
+                deadline = started + self.default_timeout_s
+            batcher = harness.batcher
+            if batcher is None:  # unloaded between get() and here
+                raise ModelNotReady(f"model {harness.model!r} version {harness.version} is "
+                                    f"{harness.state.value}")
+            outputs = await batcher.submit(request.inputs, rows, deadline)
+        except FerryError as exc:
+            metrics.request_failed(_outcome(exc))
+            raise
+        if request.outputs:
+            outputs = {o.name: outputs[o.name] for o in request.outputs}
+        metrics.request_done(time.monotonic() - started)
+        return InferResponse(harness.model, str(harness.version), outputs, request.id,
+                             request.parameters)
+
+    @staticmethod
+    def _check_outputs(signature: Signature, wanted: list[str]) -> None:
+        names = [o.name for o in signature.outputs]
+        for name in wanted:
+            if name not in names:
+                raise UnknownOutput(f"unknown output {name!r}; the model's outputs are {names}")

@@ -1,0 +1,1 @@
+"""The model repository: what models and versions exist, and which should be live."""

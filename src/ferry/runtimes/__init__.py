@@ -1,0 +1,1 @@
+"""Runtimes load and run one model version; see ``base.Runtime`` for the contract."""

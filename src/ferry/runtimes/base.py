@@ -1,0 +1,78 @@
+"""The runtime contract: load one version, predict on named arrays, unload, describe itself.
+
+Invariants:
+- ``load`` is called once, before anything else, from a worker thread; it may be slow.
+- ``predict`` takes and returns ``dict[str, np.ndarray]``. With batching, every input has the
+  batch axis first and every output must have the same number of rows as the inputs.
+  ``predict`` is called from one thread at a time per instance; runtimes whose
+  ``thread_safe`` is True share one loaded copy across instances.
+- ``signature`` is valid after ``load``.
+- ``unload`` releases what ``load`` took; the object is not used afterwards.
+
+Codecs and batching live outside the runtime. A worked example, the python runtime's
+user class (``model.py`` in a version folder)::
+
+    class Predictor:
+        def load(self, version_dir):
+            self.scale = 2.0
+        def predict(self, inputs):
+            return {"y": inputs["x"] * self.scale}
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from ferry.manifest import ModelManifest
+from ferry.types import Signature, Tensors
+
+
+class Runtime(ABC):
+    """Loads and runs one model version."""
+
+    name: str = ""
+    """The runtime's name in ``model.yaml`` (``runtime: onnx``)."""
+    artifacts: tuple[str, ...] = ()
+    """File names in a version folder that this runtime loads, in order of preference."""
+    thread_safe: bool = True
+    """Whether concurrent ``predict`` calls on one loaded copy are safe."""
+    executes_code_on_load: bool = False
+    """True for pickle-based formats: loading runs code from the artifact."""
+
+    def __init__(self, manifest: ModelManifest) -> None:
+        self.manifest = manifest
+
+    @abstractmethod
+    def load(self, version_dir: Path) -> None:
+        """Load the version in ``version_dir``; raise ``ModelLoadError`` (or anything) on failure."""
+
+    @abstractmethod
+    def predict(self, inputs: Tensors) -> Tensors:
+        """Run the model on named arrays and return named arrays."""
+
+    @abstractmethod
+    def signature(self) -> Signature:
+        """The inputs and outputs, with manifest declarations applied."""
+
+    def unload(self) -> None:
+        """Release the model. The default drops references and lets GC reclaim them."""
+        self.__dict__.clear()
+
+    def artifact(self, version_dir: Path) -> Path:
+        """The first of ``artifacts`` present in ``version_dir``."""
+        for name in self.artifacts:
+            path = version_dir / name
+            if path.exists():
+                return path
+        from ferry.errors import ModelLoadError
+
+        raise ModelLoadError(f"{version_dir}: no {' or '.join(self.artifacts)} for runtime "
+                             f"{self.name!r}")
+
+    def declared_signature(self) -> Signature | None:
+        """The manifest's inputs and outputs, when it declares both."""
+        if self.manifest.inputs is None or self.manifest.outputs is None:
+            return None
+        return Signature(tuple(t.spec() for t in self.manifest.inputs),
+                         tuple(t.spec() for t in self.manifest.outputs))

@@ -1,0 +1,93 @@
+"""ONNX Runtime: one ``InferenceSession`` per version, signature read from the graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ferry.errors import ModelLoadError
+from ferry.runtimes.base import Runtime
+from ferry.types import Signature, TensorSpec, Tensors
+
+_ONNX_TO_V2 = {
+    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def _spec(arg: Any) -> TensorSpec | None:
+    datatype = _ONNX_TO_V2.get(arg.type)
+    if datatype is None:  # sequences and maps (e.g. sklearn's ZipMap) are not tensors
+        return None
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+class OnnxRuntime(Runtime):
+    """Runs ``model.onnx`` on CPU with ``threads`` intra-op threads, sequential execution."""
+
+    name = "onnx"
+    artifacts = ("model.onnx",)
+    thread_safe = True  # InferenceSession.run may be called from several threads
+
+    def load(self, version_dir: Path) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.manifest.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(self.artifact(version_dir)), options,
+                                                 providers=["CPUExecutionProvider"])
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
+            raise ModelLoadError(f"{version_dir / 'model.onnx'}: onnxruntime could not "
+                                 f"load it: {exc}") from None
+        graph = Signature(
+            tuple(s for s in map(_spec, self._session.get_inputs()) if s is not None),
+            tuple(s for s in map(_spec, self._session.get_outputs()) if s is not None))
+        self._signature = _merge(graph, self.declared_signature(), version_dir)
+        self._output_names = [o.name for o in self._signature.outputs]
+        self._run = self._session.run
+
+    def predict(self, inputs: Tensors) -> Tensors:
+        values = self._run(self._output_names, inputs)
+        return dict(zip(self._output_names, values, strict=True))
+
+    def signature(self) -> Signature:
+        return self._signature
+
+    def unload(self) -> None:
+        self._run = None  # type: ignore[assignment]
+        del self._session
+
+
+def _merge(graph: Signature, declared: Signature | None, where: Path) -> Signature:
+    """The graph's signature, with names checked against and settings taken from the manifest."""
+    if declared is None:
+        return graph
+    for kind, ours, theirs in (("input", declared.inputs, graph.inputs),
+                               ("output", declared.outputs, graph.outputs)):
+        names = {t.name for t in theirs}
+        for t in ours:
+            if t.name not in names:
+                raise ModelLoadError(f"{where}: model.yaml declares {kind} {t.name!r} but the "
+                                     f"graph's {kind}s are {sorted(names)}")
+    return declared
+
+
+def numpy_input(spec: TensorSpec) -> np.ndarray:
+    """A zero-filled array fitting ``spec`` with variable dims set to 1 (for warm-up)."""
+    from ferry.datatypes import numpy_dtype
+
+    shape = tuple(1 if d < 0 else d for d in spec.shape)
+    if spec.datatype == "BYTES":
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=numpy_dtype(spec.datatype))

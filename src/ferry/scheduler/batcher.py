@@ -1,0 +1,193 @@
+"""DynamicBatcher: one queue per live version in front of an ``InstancePool``.
+
+Promises:
+- A request is never split across batches and its rows keep their order; outputs are cut
+  back by row counts, so no request ever sees another's rows.
+- Requests leave the queue in arrival order. A batch holds only requests whose non-batch
+  dimensions are equal; the first that differs starts the next batch.
+- With ``max_queue_delay_ms == 0`` (the default) a request runs at once when an instance is
+  idle; what queues while every instance is busy is batched when one frees up. With a
+  delay, a batch waits for more rows until ``max_batch_size`` (or a preferred size) is
+  reached or the delay after its first request has passed, whichever comes first.
+- More than ``max_queue_size`` waiting rows: ``ServerBusy`` (503, Retry-After).
+- A request whose deadline passes while queued fails with ``DeadlineExceeded`` and never
+  runs; one whose client went away (future cancelled) is dropped before it runs.
+- An exception from the model fails every request of that batch with ``ModelError`` and
+  nothing else.
+
+Everything here runs on the event loop thread: no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ferry.errors import DeadlineExceeded, FerryError, ModelError, ServerBusy
+from ferry.manifest import DynamicBatching
+from ferry.scheduler.instances import InstancePool
+from ferry.scheduler.tensors import shape_key, split, stack
+from ferry.types import Tensors
+
+
+@dataclass(slots=True)
+class _Item:
+    inputs: Tensors
+    rows: int
+    future: asyncio.Future[Tensors]
+    enqueued: float
+    deadline: float | None
+
+
+BatchObserver = Callable[[int, list[float], float], None]
+"""Called after each batch: (rows, queue seconds per request, compute seconds)."""
+
+
+def _ignore(rows: int, waits: list[float], compute: float) -> None:
+    return None
+
+
+class DynamicBatcher:
+    """Queues requests for one version and feeds batches to its instance pool."""
+
+    def __init__(self, pool: InstancePool, max_batch_size: int, config: DynamicBatching,
+                 observe: BatchObserver = _ignore) -> None:
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._batching = max_batch_size > 0
+        self._max_rows = max(max_batch_size, 1)
+        self._delay = config.max_queue_delay_ms / 1000.0
+        self._preferred = frozenset(config.preferred_batch_sizes)
+        self._max_queue = config.max_queue_size
+        self._observe = observe
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for an instance."""
+        return self._queued_rows
+
+    def submit(self, inputs: Tensors, rows: int, deadline: float | None = None
+               ) -> asyncio.Future[Tensors]:
+        """Queue one checked request; the future gets its outputs or a ``FerryError``."""
+        if self._queued_rows + rows > self._max_queue:
+            raise ServerBusy(f"queue full ({self._queued_rows} rows waiting, max_queue_size "
+                             f"{self._max_queue}); retry later", retry_after=1.0)
+        future: asyncio.Future[Tensors] = self._loop.create_future()
+        self._queue.append(_Item(inputs, rows, future, time.monotonic(), deadline))
+        self._queued_rows += rows
+        if self._pool.idle and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._dispatch)
+        return future
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._queue and self._pool.idle:
+            if self._delay and self._should_wait():
+                return
+            batch = self._take()
+            if batch:
+                self._start(batch)
+
+    def _should_wait(self) -> bool:
+        """With a queue delay: wait while the batch is short and the oldest is young."""
+        rows = self._queued_rows
+        if rows >= self._max_rows or rows in self._preferred:
+            return False
+        fire_at = self._queue[0].enqueued + self._delay
+        if time.monotonic() >= fire_at:
+            return False
+        self._timer = self._loop.call_at(fire_at - time.monotonic() + self._loop.time(),
+                                         self._dispatch)
+        return True
+
+    def _take(self) -> list[_Item]:
+        """Pop the next batch: queue order, same non-batch shape, at most max rows."""
+        queue, batch, rows, key = self._queue, [], 0, None
+        now = time.monotonic()
+        while queue:
+            item = queue[0]
+            if item.future.done():  # cancelled: the client went away
+                queue.popleft()
+                self._queued_rows -= item.rows
+                continue
+            if item.deadline is not None and now > item.deadline:
+                queue.popleft()
+                self._queued_rows -= item.rows
+                item.future.set_exception(DeadlineExceeded(
+                    f"deadline passed after {1000 * (now - item.enqueued):.1f} ms in the queue"))
+                continue
+            if batch:
+                if not self._batching or rows + item.rows > self._max_rows:
+                    break
+                item_key = shape_key(item.inputs)
+                if key is None:
+                    key = shape_key(batch[0].inputs)
+                if item_key != key:
+                    break
+            queue.popleft()
+            self._queued_rows -= item.rows
+            batch.append(item)
+            rows += item.rows
+        return batch
+
+    def _start(self, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        try:
+            inputs = stack([item.inputs for item in batch])
+        except Exception as exc:  # cannot happen for checked inputs; fail the batch, not the loop
+            self._fail(batch, exc)
+            return
+
+        def done(outputs: Tensors | None, error: BaseException | None) -> None:
+            finished = time.monotonic()
+            if error is not None or outputs is None:
+                self._fail(batch, error)
+            else:
+                self._deliver(batch, outputs)
+            self._observe(sum(i.rows for i in batch), [started - i.enqueued for i in batch],
+                          finished - started)
+            if self._queue and not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self._dispatch)
+
+        self._pool.run(inputs, done)
+
+    def _deliver(self, batch: list[_Item], outputs: Tensors) -> None:
+        try:
+            parts = split(outputs, [item.rows for item in batch]) if self._batching else [outputs]
+        except ValueError as exc:
+            self._fail(batch, exc)
+            return
+        for item, part in zip(batch, parts, strict=True):
+            if not item.future.done():
+                item.future.set_result(part)
+
+    def _fail(self, batch: list[_Item], error: BaseException | None) -> None:
+        if not isinstance(error, FerryError):
+            error = ModelError(f"the model failed: {type(error).__name__}: {error}")
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def close(self) -> None:
+        """Fail whatever is still queued (the version is going away)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        from ferry.errors import ModelNotReady
+
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(ModelNotReady("the version was unloaded"))
+        self._queued_rows = 0

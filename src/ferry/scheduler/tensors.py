@@ -1,0 +1,84 @@
+"""Check request tensors against a signature; stack and split along the batch axis."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ferry.datatypes import V2_TO_NUMPY
+from ferry.errors import (BatchTooLarge, DatatypeMismatch, InvalidValue, MissingInput,
+                          ShapeMismatch, UnknownInput)
+from ferry.types import Signature, Tensors
+
+
+def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> int:
+    """Raise an ``InvalidInput`` naming the field if ``inputs`` do not fit ``signature``.
+
+    Returns the number of rows (1 for a model without a batch dimension).
+    """
+    specs = signature.inputs
+    if len(inputs) != len(specs) or any(s.name not in inputs for s in specs):
+        expected = [s.name for s in specs]
+        for name in inputs:
+            if signature.input(name) is None:
+                raise UnknownInput(f"unknown input {name!r}; the model's inputs are {expected}")
+        missing = [n for n in expected if n not in inputs]
+        raise MissingInput(f"missing input(s) {missing}; the model's inputs are {expected}")
+    rows = -1
+    for spec in specs:
+        arr = inputs[spec.name]
+        if arr.dtype != V2_TO_NUMPY[spec.datatype]:
+            from ferry.datatypes import v2_datatype
+
+            raise DatatypeMismatch(f"input {spec.name!r}: datatype {v2_datatype(arr.dtype)} "
+                                   f"but the model expects {spec.datatype}")
+        shape = arr.shape
+        if len(shape) != len(spec.shape) or any(
+                want != -1 and got != want for got, want in zip(shape, spec.shape)):
+            raise ShapeMismatch(f"input {spec.name!r}: shape {list(shape)} does not match "
+                                f"the model's {list(spec.shape)} (-1 = any size)")
+        if max_batch_size:
+            if rows == -1:
+                rows = shape[0]
+            elif shape[0] != rows:
+                raise ShapeMismatch(f"input {spec.name!r} has {shape[0]} rows but other "
+                                    f"inputs have {rows}; every input needs the same batch size")
+        if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
+            raise InvalidValue(f"input {spec.name!r} holds NaN, which this model does not "
+                               f"accept (allow_nan: false in model.yaml)")
+    if not max_batch_size:
+        return 1
+    if rows == 0:
+        raise InvalidValue("empty batch: inputs have 0 rows; send at least one row")
+    if rows > max_batch_size:
+        raise BatchTooLarge(f"batch of {rows} rows is over the model's max_batch_size "
+                            f"{max_batch_size}; split the request")
+    return rows
+
+
+def stack(parts: list[Tensors]) -> Tensors:
+    """Concatenate several requests' inputs along the batch axis, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def split(outputs: Tensors, counts: list[int]) -> list[Tensors]:
+    """Cut a batch's outputs back into one dict per request, rows in order."""
+    if len(counts) == 1:
+        return [outputs]
+    total = sum(counts)
+    for name, arr in outputs.items():
+        if arr.ndim == 0 or arr.shape[0] != total:
+            raise ValueError(f"output {name!r} has shape {list(arr.shape)} for a batch of "
+                             f"{total} rows; a batching model must return one row per input row")
+    parts, start = [], 0
+    for n in counts:
+        stop = start + n
+        parts.append({name: arr[start:stop] for name, arr in outputs.items()})
+        start = stop
+    return parts
+
+
+def shape_key(inputs: Tensors) -> tuple[tuple[int, ...], ...]:
+    """The non-batch dimensions of every input: requests batch together only if equal."""
+    return tuple(arr.shape[1:] for arr in inputs.values())

@@ -1,0 +1,78 @@
+"""The composition root: repository -> manager -> schedulers -> dataplane -> HTTP.
+
+``FerryServer.start()`` loads the repository and starts listening; ``stop()`` stops taking
+connections, lets in-flight requests finish and unloads every version. ``run()`` does both
+around SIGINT/SIGTERM on a uvloop event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from ferry.lifecycle.manager import ModelManager
+from ferry.monitoring.metrics import Metrics
+from ferry.protocols.dataplane import DataPlane
+from ferry.protocols.http import HttpServerState, drain, serve_http
+from ferry.protocols.rest import build_router
+from ferry.settings import ServerSettings
+
+log = logging.getLogger("ferry")
+
+
+class FerryServer:
+    """One Ferry server process's parts, wired together."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.manager = ModelManager(settings.repository, self.metrics, settings.trust_pickles)
+        self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None)
+        self.http_port = settings.http_port
+        self._http: asyncio.Server | None = None
+        self._http_state: HttpServerState | None = None
+
+    async def start(self) -> None:
+        await self.manager.load_all()
+        router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
+        self._http, self._http_state = await serve_http(
+            router, self.settings.host, self.settings.http_port, self.settings.max_body_bytes)
+        self.http_port = self._http.sockets[0].getsockname()[1]
+        ready = sum(h.ready for m in self.manager.models.values() for h in m.versions.values())
+        total = sum(len(m.versions) for m in self.manager.models.values())
+        log.info("serving %d model(s), %d/%d version(s) ready, from %s",
+                 len(self.manager.models), ready, total, self.settings.repository)
+        # tests and scripts read this line to find the port when http_port is 0
+        print(f"ferry: HTTP listening on http://{self.settings.host}:{self.http_port}",
+              file=sys.stderr, flush=True)
+
+    async def stop(self) -> None:
+        if self._http is not None and self._http_state is not None:
+            await drain(self._http, self._http_state)
+        await self.manager.close()
+        log.info("stopped")
+
+    async def serve_until_signalled(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests")
+        await self.stop()
+
+
+def run(settings: ServerSettings) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = FerryServer(settings)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(server.serve_until_signalled())
+    else:
+        uvloop.run(server.serve_until_signalled())

@@ -1,0 +1,42 @@
+"""ServerSettings: every knob of ``ferry serve``, from flags or ``FERRY_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def bundled_repository() -> Path:
+    """The example repository of a source checkout (``examples/repository``), else ./models."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "examples" / "repository"
+        if (parent / "pyproject.toml").exists() and candidate.parent.exists():
+            return candidate
+    return Path("models")
+
+
+class ServerSettings(BaseSettings):
+    """Settings of one Ferry server. Environment variables use the ``FERRY_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid")
+
+    repository: Path = Field(default_factory=bundled_repository)
+    """The model repository: ``<repo>/<model>/<version>/``."""
+    host: str = "127.0.0.1"
+    """Address to listen on; 0.0.0.0 for every interface."""
+    http_port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    """HTTP port; 0 picks a free one (printed at start)."""
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
+    """gRPC port (reserved: the gRPC protocol is not served yet)."""
+    trust_pickles: bool = False
+    """Allow runtimes that unpickle artifacts (sklearn): loading a pickle runs its code."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Logging level of the server."""
+    max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
+    """Largest request body; bigger ones get 413 without being read."""
+    request_timeout_s: Annotated[float, Field(ge=0)] = 60.0
+    """Default deadline of an inference request (0 = none); clients may set a shorter one."""
