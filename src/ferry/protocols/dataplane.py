@@ -19,7 +19,7 @@ from ferry.scheduler.tensors import check_inputs
 from ferry.types import InferRequest, InferResponse, Signature, TensorSpec
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 def _outcome(exc: FerryError) -> str:
