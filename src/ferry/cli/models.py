@@ -18,7 +18,8 @@ from ferry.cli._options import repository_option, resolve_repository
 @repository_option
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--trust-pickles", is_flag=True, help="Also load pickle/joblib models.")
+@click.option("--trust-pickles", is_flag=True, envvar="FERRY_TRUST_PICKLES",
+              help="Also load pickle/joblib models (env FERRY_TRUST_PICKLES).")
 def models(repository: str | None, fmt: str, trust_pickles: bool) -> None:
     """List models, versions, runtimes and signatures by loading each aspired version."""
     from ferry.repository.inspect import inspect_repository

@@ -23,6 +23,8 @@ import click
               default=None, help="Logging level (default info).")
 @click.option("--max-body-bytes", type=int, default=None,
               help="Largest request body (default 64 MiB); larger gets 413.")
+@click.option("--request-timeout-s", type=float, default=None,
+              help="Default inference deadline in seconds (default 60; 0 = none).")
 def serve(repo: str | None, **options: object) -> None:
     """Serve the model repository REPO (default: the bundled examples) over HTTP.
 

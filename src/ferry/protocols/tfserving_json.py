@@ -36,7 +36,7 @@ def decode_predict(body: bytes, model: ModelRef, signature: Signature
         rows = doc["instances"]
         if not isinstance(rows, list):
             raise MalformedRequest("'instances' must be a list with one entry per row")
-        if len(specs) == 1 and not (rows and isinstance(rows[0], dict)):
+        if len(specs) == 1 and not (rows and isinstance(rows[0], dict) and not _is_b64(rows[0])):
             columns = {specs[0].name: rows}
         else:
             columns = _columns_from_rows(rows, specs)

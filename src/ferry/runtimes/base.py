@@ -70,9 +70,13 @@ class Runtime(ABC):
         raise ModelLoadError(f"{version_dir}: no {' or '.join(self.artifacts)} for runtime "
                              f"{self.name!r}")
 
-    def declared_signature(self) -> Signature | None:
-        """The manifest's inputs and outputs, when it declares both."""
-        if self.manifest.inputs is None or self.manifest.outputs is None:
+    def declared_signature(self, fallback: Signature | None = None) -> Signature | None:
+        """The manifest's inputs and outputs; a side it leaves out comes from ``fallback``
+        (e.g. the graph). None when neither side is known."""
+        inputs = self.manifest.inputs
+        outputs = self.manifest.outputs
+        if (inputs is None or outputs is None) and fallback is None:
             return None
-        return Signature(tuple(t.spec() for t in self.manifest.inputs),
-                         tuple(t.spec() for t in self.manifest.outputs))
+        return Signature(
+            tuple(t.spec() for t in inputs) if inputs is not None else fallback.inputs,
+            tuple(t.spec() for t in outputs) if outputs is not None else fallback.outputs)

@@ -20,9 +20,9 @@ class _Booster(Runtime):
 
     def _finish(self, n_features: int, n_outputs: int) -> None:
         out_shape = (-1,) if n_outputs <= 1 else (-1, n_outputs)
-        self._signature = self.declared_signature() or Signature(
-            (TensorSpec("input", "FP32", (-1, n_features)),),
-            (TensorSpec("predictions", "FP32", out_shape),))
+        default = Signature((TensorSpec("input", "FP32", (-1, n_features)),),
+                            (TensorSpec("predictions", "FP32", out_shape),))
+        self._signature = self.declared_signature(default) or default
         self._input = self._signature.inputs[0].name
         self._output = self._signature.outputs[0].name
 

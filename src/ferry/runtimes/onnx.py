@@ -53,7 +53,7 @@ class OnnxRuntime(Runtime):
         graph = Signature(
             tuple(s for s in map(_spec, self._session.get_inputs()) if s is not None),
             tuple(s for s in map(_spec, self._session.get_outputs()) if s is not None))
-        self._signature = _merge(graph, self.declared_signature(), version_dir)
+        self._signature = _merge(graph, self.declared_signature(graph), version_dir)
         self._output_names = [o.name for o in self._signature.outputs]
         self._run = self._session.run
 

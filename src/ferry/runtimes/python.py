@@ -44,9 +44,8 @@ class PythonRuntime(Runtime):
         cls = self._predictor_class(module, path)
         self._predictor: Any = cls()
         self._predictor.load(version_dir)
-        declared = self.declared_signature()
-        if declared is None and hasattr(self._predictor, "signature"):
-            declared = self._predictor.signature()
+        own = self._predictor.signature() if hasattr(self._predictor, "signature") else None
+        declared = self.declared_signature(own if isinstance(own, Signature) else None)
         if not isinstance(declared, Signature):
             raise ModelLoadError(f"{path}: declare inputs and outputs in model.yaml (or give "
                                  f"{cls.__name__} a signature() method)")

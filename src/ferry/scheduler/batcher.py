@@ -102,7 +102,8 @@ class DynamicBatcher:
     def _should_wait(self) -> bool:
         """With a queue delay: wait while the batch is short and the oldest is young."""
         rows = self._queued_rows
-        if rows >= self._max_rows or rows in self._preferred:
+        if rows >= self._max_rows or rows in self._preferred or (
+                self._preferred and rows >= max(self._preferred)):
             return False
         fire_at = self._queue[0].enqueued + self._delay
         if time.monotonic() >= fire_at:
