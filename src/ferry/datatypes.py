@@ -38,4 +38,4 @@ def v2_datatype(dtype: np.dtype) -> str:
     dtype = np.dtype(dtype)
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
-    return NUMPY_TO_V2[dtype]
+    return NUMPY_TO_V2[dtype.newbyteorder("=")]

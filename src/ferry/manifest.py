@@ -139,9 +139,11 @@ def load_manifest(path: Path) -> ModelManifest:
     if not path.exists():
         return ModelManifest()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:  # an empty file
+        raw = {}
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
     return parse_manifest(raw, str(path))

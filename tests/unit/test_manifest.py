@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ferry.errors import ManifestError, ModelLoadError
 from ferry.manifest import (DynamicBatching, ModelManifest, VersionPolicy, load_manifest,
@@ -73,7 +74,7 @@ def test_custom_runtime_name_is_accepted() -> None:
 
 def test_manifest_is_frozen() -> None:
     m = parse_manifest({})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         m.instances = 3  # type: ignore[misc]
 
 
@@ -265,3 +266,9 @@ def test_non_mapping_yaml(tmp_path: Path, text: str, kind: str) -> None:
         load_manifest(path)
     assert str(path) in info.value.message
     assert f"got {kind}" in info.value.message
+
+
+@pytest.mark.parametrize("text, kind", [("[]\n", "list"), ("0\n", "int"), ("false\n", "bool")])
+def test_falsy_non_mapping_yaml(tmp_path: Path, text: str, kind: str) -> None:
+    with pytest.raises(ManifestError, match=f"got {kind}"):
+        load_manifest(write(tmp_path, text))

@@ -61,7 +61,8 @@ class VersionHarness:
         self.metrics.ready.set(1 if state is VersionState.READY else 0)
 
     async def load(self) -> None:
-        """Load the runtime(s) and start the scheduler; never raises."""
+        """Load the runtime(s) and start the scheduler. On failure the harness is left
+        UNAVAILABLE with the reason, and ``ModelLoadError`` is raised."""
         self._set(VersionState.LOADING)
         started = time.monotonic()
         try:

@@ -14,6 +14,9 @@ import numpy as np
 from ferry.datatypes import ALLOWED, FLOAT_TYPES, INT_TYPES, V2_TO_NUMPY
 from ferry.errors import DatatypeMismatch, MalformedRequest, ShapeMismatch
 
+_MAX_DIMS = 32
+_MAX_ELEMENTS = 2**40  # far past any accepted body; keeps numpy's size arithmetic in range
+
 _KIND_OK = {"b": frozenset({"BOOL"}), "i": INT_TYPES | FLOAT_TYPES, "u": INT_TYPES | FLOAT_TYPES,
             "f": FLOAT_TYPES}
 
@@ -48,6 +51,12 @@ def from_json(data: Any, datatype: str, field: str) -> np.ndarray:
         info = np.iinfo(target)
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise DatatypeMismatch(f"{field}: values outside the range of {datatype}")
+    if datatype in FLOAT_TYPES:
+        with np.errstate(over="ignore"):
+            out = arr.astype(target)
+        if np.isinf(out).any():  # JSON numbers are finite: inf here is an overflow
+            raise DatatypeMismatch(f"{field}: values outside the range of {datatype}")
+        return out
     return arr.astype(target)
 
 
@@ -77,6 +86,9 @@ def check_shape(shape: Any, field: str) -> list[int]:
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise MalformedRequest(f"{field}: shape must be a list of non-negative integers, "
                                f"got {shape!r}")
+    if len(shape) > _MAX_DIMS or math.prod(max(d, 1) for d in shape) > _MAX_ELEMENTS:
+        raise MalformedRequest(f"{field}: shape {shape} is too large (at most {_MAX_DIMS} "
+                               f"dimensions and {_MAX_ELEMENTS} elements)")
     return shape
 
 

@@ -52,7 +52,7 @@ def scan_model(path: Path) -> ModelEntry:
     for child in sorted(path.iterdir()):
         if not child.is_dir() or child.name.startswith((".", "_")):
             continue
-        if child.name.isdigit():
+        if child.name.isascii() and child.name.isdigit():
             entry.versions[int(child.name)] = child
         else:
             entry.skipped.append(child.name)

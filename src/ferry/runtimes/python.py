@@ -37,10 +37,13 @@ class PythonRuntime(Runtime):
         if spec is None or spec.loader is None:
             raise ModelLoadError(f"{path}: cannot be imported")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses/typing look the module up while it runs
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
             raise ModelLoadError(f"{path}: import failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            sys.modules.pop(module_name, None)
         cls = self._predictor_class(module, path)
         self._predictor: Any = cls()
         self._predictor.load(version_dir)

@@ -79,6 +79,7 @@ def split(outputs: Tensors, counts: list[int]) -> list[Tensors]:
     return parts
 
 
-def shape_key(inputs: Tensors) -> tuple[tuple[int, ...], ...]:
-    """The non-batch dimensions of every input: requests batch together only if equal."""
-    return tuple(arr.shape[1:] for arr in inputs.values())
+def shape_key(inputs: Tensors) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Each input's name and non-batch dimensions, in name order: requests batch together
+    only if equal (clients may list the same inputs in any order)."""
+    return tuple(sorted((name, arr.shape[1:]) for name, arr in inputs.items()))
