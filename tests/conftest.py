@@ -201,3 +201,17 @@ def server(test_repo: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(test_repo)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (SQLAlchemy URL, psycopg 3 driver)."""
+    from tests._services import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI needs PostgreSQL: .ci/run installs Debian's postgresql")
+        pytest.skip("PostgreSQL binaries not installed")
+    server = PostgresServer()
+    yield server.url
+    server.stop()

@@ -88,3 +88,24 @@ class InferResponse:
     outputs: Tensors
     id: str | None = None
     parameters: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class InferenceRecord:
+    """What the dataplane tells observers (the evaluation store, monitors) after each
+    inference that reached a model version, successful or not."""
+
+    request_id: str | None
+    model: str
+    version: int
+    inputs: Tensors
+    outputs: Tensors | None
+    """None when the request failed."""
+    outcome: str
+    """``success`` or the error's snake_case name (``shape_mismatch``, ``model_error``, ...)."""
+    error: str | None
+    latency_s: float
+    timestamp: float
+    """``time.time()`` when the request was received by the dataplane."""
+    parameters: dict[str, Any] | None = None
+    endpoint: str | None = None

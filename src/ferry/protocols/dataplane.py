@@ -7,19 +7,32 @@ under its outcome; a model's failure never escapes as anything but ``ModelError`
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import ferry
 from ferry.errors import FerryError, ModelNotReady, UnknownOutput
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.manager import ModelManager
 from ferry.scheduler.tensors import check_inputs
-from ferry.types import InferRequest, InferResponse, Signature, TensorSpec
+from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature,
+                         TensorSpec)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+
+log = logging.getLogger("ferry.dataplane")
+
+
+class InferenceObserver(Protocol):
+    """Told about every inference that reached a version. ``observe`` runs on the event
+    loop thread inside the request path: it must be fast and must not raise (buffer the
+    record and do the work elsewhere)."""
+
+    def observe(self, record: InferenceRecord) -> None: ...
 
 
 def _outcome(exc: FerryError) -> str:
@@ -36,6 +49,8 @@ class DataPlane:
     def __init__(self, manager: ModelManager, default_timeout_s: float | None = None) -> None:
         self.manager = manager
         self.default_timeout_s = default_timeout_s
+        self.observers: list[InferenceObserver] = []
+        """Told about each inference; see ``InferenceObserver``."""
 
     # -- health and metadata -------------------------------------------------------------
     def live(self) -> bool:
@@ -133,13 +148,31 @@ class DataPlane:
                                     f"{harness.state.value}")
             outputs = await batcher.submit(request.inputs, rows, deadline)
         except FerryError as exc:
-            metrics.request_failed(_outcome(exc))
+            outcome = _outcome(exc)
+            metrics.request_failed(outcome)
+            if self.observers:
+                self._tell(InferenceRecord(request.id, harness.model, harness.version,
+                                           request.inputs, None, outcome, exc.message,
+                                           time.monotonic() - started, time.time(),
+                                           request.parameters))
             raise
+        latency = time.monotonic() - started
+        metrics.request_done(latency)
+        if self.observers:
+            self._tell(InferenceRecord(request.id, harness.model, harness.version,
+                                       request.inputs, outputs, "success", None, latency,
+                                       time.time() - latency, request.parameters))
         if request.outputs:
             outputs = {o.name: outputs[o.name] for o in request.outputs}
-        metrics.request_done(time.monotonic() - started)
         return InferResponse(harness.model, str(harness.version), outputs, request.id,
                              request.parameters)
+
+    def _tell(self, record: InferenceRecord) -> None:
+        for observer in self.observers:
+            try:
+                observer.observe(record)
+            except Exception:  # an observer's bug must not fail the request
+                log.exception("inference observer %r failed", observer)
 
     @staticmethod
     def _check_outputs(signature: Signature, wanted: list[str]) -> None:
