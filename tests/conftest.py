@@ -25,11 +25,12 @@ class ServerProcess:
 
     def __init__(self, repository: Path, *args: str, env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "ferry", "serve", str(repository), "--http-port", "0",
-               "--log-level", "warning", *args]
+               "--grpc-port", "0", "--log-level", "warning", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, env={**os.environ, **(env or {})})
         self.log: list[str] = []
         self.url = ""
+        self.grpc = ""
         deadline = time.monotonic() + 120
         assert self.proc.stderr is not None
         while time.monotonic() < deadline:
@@ -37,6 +38,8 @@ class ServerProcess:
             if not line:
                 break
             self.log.append(line)
+            if "gRPC listening on " in line:
+                self.grpc = line.strip().rsplit(" ", 1)[-1]
             if "HTTP listening on " in line:
                 self.url = line.strip().rsplit(" ", 1)[-1]
                 break

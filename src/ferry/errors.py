@@ -11,16 +11,23 @@ The tree, drawn once::
     │   ├── ShapeMismatch (400)             shape vs signature, or data length vs shape
     │   ├── DatatypeMismatch (400)          datatype vs signature, or values vs datatype
     │   ├── BatchTooLarge (400)             more rows than the model's max_batch_size
+    │   ├── ReferenceMismatch (400)         reference data whose columns miss the signature
     │   └── InvalidValue (422)              well-formed but forbidden values (NaN, empty batch)
     ├── PayloadTooLarge (413)               body over the server's limit
     ├── NotFound (404)
     │   ├── ModelNotFound (404)
-    │   └── VersionNotFound (404)
+    │   ├── VersionNotFound (404)
+    │   └── RequestNotFound (404)           feedback for a request id the store never saw
     ├── MethodNotAllowed (405)
+    ├── Unauthorized (401)                  model control needs the admin token
+    ├── Forbidden (403)                     model control is off, or not from loopback
+    ├── RepositoryError (400)               a repository API call could not be carried out
     ├── Unavailable (503)
     │   ├── ModelNotReady (503)             the version exists but is not serving
-    │   └── ServerBusy (503)                the queue is full; carries ``retry_after``
+    │   ├── ServerBusy (503)                the queue is full; carries ``retry_after``
+    │   └── StoreUnavailable (503)          the evaluation store cannot be reached
     ├── DeadlineExceeded (504)              the request's deadline passed while it waited
+    ├── ExtraNotInstalled (501)             an optional extra (ferry[monitoring]) is missing
     ├── ModelError (500)                    the model raised during predict
     └── ModelLoadError (500)                a version could not be loaded (never reaches a client
         ├── ManifestError                   as a response; it is reported in metadata instead)
@@ -77,6 +84,11 @@ class BatchTooLarge(InvalidInput):
     """A request with more rows than the model's ``max_batch_size``."""
 
 
+class ReferenceMismatch(InvalidInput):
+    """Reference data that does not fit the model: the message names the missing or
+    unexpected columns and lists the expected ones."""
+
+
 class InvalidValue(InvalidInput):
     """Well-formed values the model forbids: NaN where ``allow_nan`` is false, an empty batch."""
 
@@ -103,10 +115,32 @@ class VersionNotFound(NotFound):
     """The model exists but has no such version."""
 
 
+class RequestNotFound(NotFound):
+    """Feedback for a request id that the evaluation store never recorded (nor buffered)."""
+
+
 class MethodNotAllowed(FerryError):
     """The path exists but not with this HTTP method."""
 
     http_status = 405
+
+
+class Unauthorized(FerryError):
+    """A model-control call without the right admin token."""
+
+    http_status = 401
+
+
+class Forbidden(FerryError):
+    """Model control is disabled, or allowed only from loopback and the caller is not."""
+
+    http_status = 403
+
+
+class RepositoryError(FerryError):
+    """A load or unload request that could not be carried out (the reason says why)."""
+
+    http_status = 400
 
 
 class Unavailable(FerryError):
@@ -126,6 +160,16 @@ class ServerBusy(Unavailable):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(Unavailable):
+    """The evaluation store's database cannot be reached or migrated."""
+
+
+class ExtraNotInstalled(FerryError):
+    """A feature needs an optional extra that is not installed; the message names it."""
+
+    http_status = 501
 
 
 class DeadlineExceeded(FerryError):

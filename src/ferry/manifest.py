@@ -122,6 +122,12 @@ class ModelManifest(_Strict):
     """Which versions are live."""
     parameters: dict[str, Any] = {}
     """Runtime-specific settings (e.g. ``predictor`` for the python runtime)."""
+    warmup: bool = True
+    """Before a version takes traffic, run one request of zeros built from the signature
+    (a failure is logged, not fatal). Requests in ``<version>/warmup/*.npz`` always run, and
+    their failure fails the load."""
+    sha256: dict[int, str] = {}
+    """Expected sha256 (see ``ferry models``) per version; a mismatch fails the load."""
 
     @model_validator(mode="after")
     def _batch_axis(self) -> ModelManifest:
@@ -138,15 +144,23 @@ def load_manifest(path: Path) -> ModelManifest:
     """Read and validate ``path``; a missing file gives the all-defaults manifest."""
     if not path.exists():
         return ModelManifest()
+    return manifest_from_text(path.read_text(), str(path))
+
+
+def manifest_from_text(text: str | None, source: str) -> ModelManifest:
+    """Validate ``model.yaml`` text read from ``source`` (None = no file: defaults)."""
+    if text is None:
+        return ModelManifest()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+        raise ManifestError(f"{source}: not valid YAML: {exc}") from None
     if raw is None:  # an empty file
         raw = {}
     if not isinstance(raw, dict):
-        raise ManifestError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    return parse_manifest(raw, str(path))
+        raise ManifestError(f"{source}: expected a mapping of settings, got "
+                            f"{type(raw).__name__}")
+    return parse_manifest(raw, source)
 
 
 def parse_manifest(raw: dict[str, Any], source: str = MANIFEST_FILE) -> ModelManifest:

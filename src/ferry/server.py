@@ -1,4 +1,4 @@
-"""The composition root: repository -> manager -> schedulers -> dataplane -> HTTP.
+"""The composition root: repository -> manager -> schedulers -> dataplane -> HTTP and gRPC.
 
 ``FerryServer.start()`` loads the repository and starts listening; ``stop()`` stops taking
 connections, lets in-flight requests finish and unloads every version. ``run()`` does both
@@ -11,12 +11,14 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.metrics import Metrics
-from ferry.protocols.dataplane import DataPlane
+from ferry.protocols.dataplane import DataPlane, ModelControl
 from ferry.protocols.http import HttpServerState, drain, serve_http
 from ferry.protocols.rest import build_router
+from ferry.repository.storage import open_storage
 from ferry.settings import ServerSettings
 
 log = logging.getLogger("ferry")
@@ -28,14 +30,23 @@ class FerryServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.manager = ModelManager(settings.repository, self.metrics, settings.trust_pickles)
-        self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None)
+        storage = open_storage(settings.repository, settings.cache_dir)
+        self.manager = ModelManager(storage, self.metrics, settings.trust_pickles)
+        control = ModelControl(settings.model_control_api, settings.admin_token)
+        self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None, control)
         self.http_port = settings.http_port
+        self.grpc_port = settings.grpc_port
         self._http: asyncio.Server | None = None
         self._http_state: HttpServerState | None = None
+        self._grpc: Any = None
+        self._poller: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.manager.load_all()
+        mode = self.settings.control_mode()
+        await self.manager.load_all(self.settings.load_models if mode == "explicit" else None)
+        if mode == "poll" and self.settings.poll_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(
+                self.manager.poll(self.settings.poll_s))
         router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
         self._http, self._http_state = await serve_http(
             router, self.settings.host, self.settings.http_port, self.settings.max_body_bytes)
@@ -44,11 +55,23 @@ class FerryServer:
         total = sum(len(m.versions) for m in self.manager.models.values())
         log.info("serving %d model(s), %d/%d version(s) ready, from %s",
                  len(self.manager.models), ready, total, self.settings.repository)
+        if self.settings.grpc_port >= 0:
+            from ferry.protocols.grpc import serve_grpc
+
+            self._grpc, self.grpc_port = await serve_grpc(
+                self.dataplane, self.settings.host, self.settings.grpc_port,
+                self.settings.max_body_bytes)
+            print(f"ferry: gRPC listening on {self.settings.host}:{self.grpc_port}",
+                  file=sys.stderr, flush=True)
         # tests and scripts read this line to find the port when http_port is 0
         print(f"ferry: HTTP listening on http://{self.settings.host}:{self.http_port}",
               file=sys.stderr, flush=True)
 
     async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=10)
         if self._http is not None and self._http_state is not None:
             await drain(self._http, self._http_state)
         await self.manager.close()

@@ -24,14 +24,30 @@ class ServerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid")
 
-    repository: Path = Field(default_factory=bundled_repository)
-    """The model repository: ``<repo>/<model>/<version>/``."""
+    repository: str = Field(default_factory=lambda: str(bundled_repository()))
+    """The model repository ``<repo>/<model>/<version>/``: a folder or an fsspec URL
+    (``s3://bucket/repo``, ``gs://...``, ``file://...``)."""
     host: str = "127.0.0.1"
     """Address to listen on; 0.0.0.0 for every interface."""
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8000
     """HTTP port; 0 picks a free one (printed at start)."""
-    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 8001
-    """gRPC port (reserved: the gRPC protocol is not served yet)."""
+    grpc_port: Annotated[int, Field(ge=-1, le=65535)] = 8001
+    """gRPC port; 0 picks a free one, -1 turns gRPC off."""
+    poll_s: Annotated[float, Field(ge=0)] = 0.0
+    """Rescan the repository every this many seconds (0 = load once at start)."""
+    model_control: Literal["none", "poll", "explicit"] | None = None
+    """none: load once; poll: rescan every ``poll_s``; explicit: load only what
+    ``load_models`` names at start, then only through the repository API. Default: poll
+    when ``poll_s`` > 0, else none."""
+    load_models: list[str] = []
+    """With explicit model control: models to load at start."""
+    model_control_api: bool = True
+    """Allow ``/v2/repository/models/{m}/load|unload`` (and the gRPC equivalents)."""
+    admin_token: str | None = None
+    """When set, model-control calls need ``Authorization: Bearer <token>`` (from any
+    address); when unset they are allowed only from loopback."""
+    cache_dir: Path | None = None
+    """Local cache for versions fetched from object storage (default ~/.cache/ferry)."""
     trust_pickles: bool = False
     """Allow runtimes that unpickle artifacts (sklearn): loading a pickle runs its code."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -40,3 +56,9 @@ class ServerSettings(BaseSettings):
     """Largest request body; bigger ones get 413 without being read."""
     request_timeout_s: Annotated[float, Field(ge=0)] = 60.0
     """Default deadline of an inference request (0 = none); clients may set a shorter one."""
+
+    def control_mode(self) -> str:
+        """The effective model-control mode."""
+        if self.model_control is not None:
+            return self.model_control
+        return "poll" if self.poll_s > 0 else "none"

@@ -11,12 +11,27 @@ import click
   ferry serve                          # the bundled example repository on :8000
   ferry serve ./models --http-port 9000 --host 0.0.0.0
   ferry serve ./models --trust-pickles # also load sklearn joblib/pickle models
+  ferry serve s3://bucket/repo --poll 5   # watch object storage for new versions
+  ferry serve ./models --model-control explicit --load-model iris
 """)
 @click.argument("repo", required=False, type=click.Path(file_okay=False))
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--http-port", type=int, default=None, help="HTTP port (default 8000; 0 = any).")
 @click.option("--grpc-port", type=int, default=None,
-              help="gRPC port (default 8001; accepted, not served yet).")
+              help="gRPC port (default 8001; 0 = any, -1 = off).")
+@click.option("--poll", "poll_s", type=float, default=None,
+              help="Rescan the repository every N seconds; new versions go live by themselves.")
+@click.option("--model-control", type=click.Choice(["none", "poll", "explicit"]), default=None,
+              help="none: load once; poll: rescan (with --poll); explicit: only --load-model "
+                   "at start, then only the repository API.")
+@click.option("--load-model", "load_models", multiple=True,
+              help="With --model-control explicit: a model to load at start (repeatable).")
+@click.option("--admin-token", default=None,
+              help="Require 'Authorization: Bearer TOKEN' for load/unload (else loopback only).")
+@click.option("--no-model-control-api", "model_control_api", flag_value=False, default=None,
+              help="Refuse the repository load/unload API.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Cache for versions fetched from object storage (default ~/.cache/ferry).")
 @click.option("--trust-pickles", is_flag=True, default=None,
               help="Load pickle/joblib artifacts (this runs code from them).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
@@ -30,16 +45,18 @@ def serve(repo: str | None, **options: object) -> None:
 
     Every option can also come from a FERRY_* environment variable (FERRY_HTTP_PORT, ...).
     """
+    from pathlib import Path
+
     from ferry.server import run
     from ferry.settings import ServerSettings
 
-    values = {k: v for k, v in options.items() if v is not None}
+    values = {k: v for k, v in options.items() if v is not None and v != ()}
     if repo is not None:
         values["repository"] = repo
     try:
         settings = ServerSettings(**values)
     except Exception as exc:
         raise click.BadParameter(str(exc)) from None
-    if not settings.repository.is_dir():
+    if "://" not in settings.repository and not Path(settings.repository).is_dir():
         raise click.BadParameter(f"{settings.repository} is not a folder", param_hint="REPO")
     run(settings)

@@ -1,28 +1,35 @@
 """VersionHarness: one version's runtime(s), scheduler, state and load record.
 
-Promises: ``load`` runs the runtime's slow work on a worker thread and builds the instance
-pool and batcher on the event loop; a failure leaves the harness ``UNAVAILABLE`` with the
-reason, never half-live. ``unload`` stops taking requests, lets started batches finish,
-then releases the runtime.
+Promises: ``load`` runs the slow work (fetching from storage, loading the runtime, checking
+the sha256, warming up) on a worker thread and builds the instance pool and batcher on the
+event loop; a failure leaves the harness ``UNAVAILABLE`` with the reason, never half-live.
+``unload`` is called only after the manager stopped handing the version out: it lets queued
+and running batches finish (bounded by ``drain_timeout``), then releases the runtime and
+returns freed memory to the operating system.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import logging
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ferry.errors import ModelLoadError, UntrustedArtifact
 from ferry.lifecycle.states import VersionState, check_transition
 from ferry.manifest import ModelManifest
 from ferry.monitoring.metrics import VersionMetrics
 from ferry.repository.layout import sha256_of
+from ferry.repository.storage import ArtifactStorage
 from ferry.runtimes.base import Runtime
 from ferry.runtimes.registry import guess_runtime, runtime_class
 from ferry.scheduler.batcher import DynamicBatcher
 from ferry.scheduler.instances import InstancePool
-from ferry.types import Signature
+from ferry.types import Signature, Tensors
 
 log = logging.getLogger("ferry.lifecycle")
 
@@ -33,18 +40,22 @@ class VersionHarness:
     """Holds one model version through its life."""
 
     def __init__(self, model: str, version: int, path: Path, manifest: ModelManifest,
-                 metrics: VersionMetrics, trust_pickles: bool) -> None:
+                 metrics: VersionMetrics, trust_pickles: bool, fingerprint: str = "",
+                 storage: ArtifactStorage | None = None) -> None:
         self.model = model
         self.version = version
         self.path = path
         self.manifest = manifest
         self.metrics = metrics
         self.trust_pickles = trust_pickles
+        self.fingerprint = fingerprint
+        self.storage = storage
         self.state = VersionState.UNAVAILABLE
         self.reason = ""
         self.runtime_name = manifest.runtime or ""
         self.sha256 = ""
         self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
         self.signature = Signature((), ())
         self.max_batch_size = 0
         self.batcher: DynamicBatcher | None = None
@@ -61,7 +72,7 @@ class VersionHarness:
         self.metrics.ready.set(1 if state is VersionState.READY else 0)
 
     async def load(self) -> None:
-        """Load the runtime(s) and start the scheduler. On failure the harness is left
+        """Load, warm up and start the scheduler. On failure the harness is left
         UNAVAILABLE with the reason, and ``ModelLoadError`` is raised."""
         self._set(VersionState.LOADING)
         started = time.monotonic()
@@ -74,8 +85,6 @@ class VersionHarness:
             self._set(VersionState.UNAVAILABLE, reason)
             raise ModelLoadError(reason) from None
         self._runtimes = runtimes
-        self.signature = runtimes[0].signature()
-        self.max_batch_size = self._max_batch_size(self.signature)
         self._pool = InstancePool(runtimes if len(runtimes) == self.manifest.instances
                                   else runtimes * self.manifest.instances,
                                   f"{self.model}-{self.version}")
@@ -86,11 +95,18 @@ class VersionHarness:
         self.load_seconds = time.monotonic() - started
         self.metrics.loaded(self.load_seconds)
         self._set(VersionState.READY)
-        log.info("model %s version %d ready (%s, %.0f ms, max_batch_size %d, %d instance(s))",
-                 self.model, self.version, self.runtime_name, 1000 * self.load_seconds,
+        log.info("model %s version %d ready (%s, load %.0f ms incl. warm-up %.0f ms, "
+                 "max_batch_size %d, %d instance(s))", self.model, self.version,
+                 self.runtime_name, 1000 * self.load_seconds, 1000 * self.warmup_seconds,
                  self.max_batch_size, self.manifest.instances)
 
     def _load_sync(self) -> list[Runtime]:
+        if self.storage is not None:
+            try:
+                self.path = self.storage.materialize(self.model, str(self.version))
+            except OSError as exc:
+                raise ModelLoadError(f"{self.storage.uri}/{self.model}/{self.version}: could "
+                                     f"not fetch: {exc}") from None
         self.runtime_name = self.manifest.runtime or guess_runtime(self.path)
         cls = runtime_class(self.runtime_name)
         if cls.executes_code_on_load and not self.trust_pickles:
@@ -99,13 +115,54 @@ class VersionHarness:
                 f"from the file; serve with --trust-pickles (FERRY_TRUST_PICKLES=1) only if "
                 f"you trust this repository")
         self.sha256 = sha256_of(self.path)
+        expected = self.manifest.sha256.get(self.version)
+        if expected is not None and expected.lower() != self.sha256:
+            raise ModelLoadError(f"{self.path}: sha256 is {self.sha256} but model.yaml expects "
+                                 f"{expected}; the files changed or are corrupt")
         copies = 1 if cls.thread_safe else self.manifest.instances
         runtimes = []
-        for _ in range(copies):
-            runtime = cls(self.manifest)
-            runtime.load(self.path)
-            runtimes.append(runtime)
+        try:
+            for _ in range(copies):
+                runtime = cls(self.manifest)
+                runtime.load(self.path)
+                runtimes.append(runtime)
+            self.signature = runtimes[0].signature()
+            self.max_batch_size = self._max_batch_size(self.signature)
+            started = time.monotonic()
+            for runtime in runtimes:
+                self._warm_up(runtime)
+            self.warmup_seconds = time.monotonic() - started
+        except BaseException:
+            for runtime in runtimes:
+                runtime.unload()
+            raise
         return runtimes
+
+    def _warm_up(self, runtime: Runtime) -> None:
+        for file in sorted((self.path / "warmup").glob("*.npz")):
+            with np.load(file, allow_pickle=False) as data:
+                inputs: Tensors = {k: data[k] for k in data.files}
+            try:
+                runtime.predict(inputs)
+            except Exception as exc:
+                raise ModelLoadError(f"{file}: warm-up request failed: {type(exc).__name__}: "
+                                     f"{exc}") from None
+        if not self.manifest.warmup:
+            return
+        inputs = {}
+        for spec in self.signature.inputs:
+            shape = tuple(1 if d < 0 else d for d in spec.shape)
+            from ferry.datatypes import numpy_dtype
+
+            dtype = numpy_dtype(spec.datatype)
+            inputs[spec.name] = (np.full(shape, b"", dtype=object) if spec.datatype == "BYTES"
+                                 else np.zeros(shape, dtype=dtype))
+        try:
+            runtime.predict(inputs)
+        except Exception as exc:  # zeros may be meaningless to a model: not fatal
+            log.warning("model %s version %d: generated warm-up request failed (%s: %s); "
+                        "add warmup/*.npz or set warmup: false", self.model, self.version,
+                        type(exc).__name__, exc)
 
     def _max_batch_size(self, signature: Signature) -> int:
         if self.manifest.max_batch_size is not None:
@@ -114,12 +171,16 @@ class VersionHarness:
         batchable = bool(tensors) and all(t.shape and t.shape[0] == -1 for t in tensors)
         return DEFAULT_MAX_BATCH_SIZE if batchable else 0
 
-    async def unload(self) -> None:
-        """Stop serving, fail what is still queued, release the runtime."""
+    async def unload(self, drain_timeout: float = 30.0) -> None:
+        """Finish what was queued, then release the runtime. Call after the manager stopped
+        handing this version out."""
         if self.state is not VersionState.READY:
             return
         self._set(VersionState.UNLOADING)
         if self.batcher is not None:
+            if not await self.batcher.drain(drain_timeout):
+                log.warning("model %s version %d: requests still queued after %.0f s; "
+                            "failing them", self.model, self.version, drain_timeout)
             self.batcher.close()
         pool, runtimes = self._pool, self._runtimes
         self._pool, self._runtimes, self.batcher = None, [], None
@@ -129,6 +190,21 @@ class VersionHarness:
                 pool.close()
             for runtime in runtimes:
                 runtime.unload()
+            runtimes.clear()
+            release_memory()
 
         await asyncio.get_running_loop().run_in_executor(None, release)
+        if self.storage is not None:
+            self.storage.release(self.model, str(self.version), self.path)
         self._set(VersionState.UNAVAILABLE, "unloaded")
+        log.info("model %s version %d unloaded", self.model, self.version)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so
+    repeated load/unload cycles do not grow resident memory."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -1,24 +1,32 @@
-"""ModelManager: loads what the repository says should be live and hands out versions.
+"""ModelManager: makes what the repository says should be live, live, and hands out versions.
 
-Today it loads once at start (the repository is read, each model's version policy picks
-its versions, each is loaded); watching the repository and loading/unloading while
-serving build on the same harnesses.
+A reconcile pass scans the repository (or one model), asks ``policy.plan`` what to do per
+model and applies it: loads first (a new version loads and warms up while the old one keeps
+serving), then swaps, then unloads (in-flight requests on the old version finish first).
+Passes for one model are serialised by a per-model lock; different models reconcile
+independently. A poll loop repeats the pass every ``poll_s`` seconds and backs off while the
+storage is unreachable, serving what is loaded meanwhile.
 
 Promises: ``get`` never blocks and raises ``ModelNotFound``, ``VersionNotFound`` or
-``ModelNotReady``; a version that failed to load is reported, never served, and never stops
-the rest of the repository from serving.
+``ModelNotReady``; a version that failed to load is reported, never served, never replaces
+a working one, and never stops the rest of the repository from serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry.errors import ModelLoadError, ModelNotFound, ModelNotReady, VersionNotFound
+from ferry.errors import (ModelLoadError, ModelNotFound, ModelNotReady, RepositoryError,
+                          VersionNotFound)
 from ferry.lifecycle.harness import VersionHarness
+from ferry.lifecycle.policy import Forget, Load, Unload, VersionSnapshot, plan
+from ferry.lifecycle.states import VersionState
 from ferry.monitoring.metrics import Metrics
-from ferry.repository.layout import ModelEntry, scan_repository
+from ferry.repository.layout import ModelEntry, scan_model
+from ferry.repository.storage import ArtifactStorage, open_storage
 from ferry.repository.version_policy import aspired_versions
 
 log = logging.getLogger("ferry.lifecycle")
@@ -26,10 +34,14 @@ log = logging.getLogger("ferry.lifecycle")
 
 @dataclass
 class ServedModel:
-    """A model folder and the harnesses of its aspired versions."""
+    """A model folder and the harnesses of its versions."""
 
     entry: ModelEntry
     versions: dict[int, VersionHarness] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    """Version -> fingerprint whose load failed (retried only when the files change)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    unloaded_by_api: bool = False
 
     @property
     def name(self) -> str:
@@ -45,34 +57,157 @@ class ServedModel:
 class ModelManager:
     """Owns every model's harnesses."""
 
-    def __init__(self, root: Path, metrics: Metrics, trust_pickles: bool = False) -> None:
-        self.root = root
+    def __init__(self, repository: Path | str | ArtifactStorage, metrics: Metrics,
+                 trust_pickles: bool = False) -> None:
+        self.storage = (repository if isinstance(repository, ArtifactStorage)
+                        else open_storage(repository))
+        self.root = repository
         self.metrics = metrics
         self.trust_pickles = trust_pickles
         self.models: dict[str, ServedModel] = {}
         self.started = False
+        self.storage_error: str | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
-    async def load_all(self) -> None:
-        """Read the repository and load every aspired version, one at a time."""
-        for name, entry in scan_repository(self.root).items():
-            served = self.models[name] = ServedModel(entry)
-            if entry.skipped:
-                log.warning("model %s: ignoring folder(s) %s (version folders are integers)",
-                            name, entry.skipped)
-            if entry.manifest is None:
-                log.error("model %s cannot be served: %s", name, entry.error)
-                self.metrics.load_failures.labels(name).inc()
-                continue
-            for number in aspired_versions(entry.versions, entry.manifest.version_policy):
-                harness = VersionHarness(name, number, entry.versions[number], entry.manifest,
-                                         self.metrics.version(name, number), self.trust_pickles)
-                served.versions[number] = harness
-                try:
-                    await harness.load()
-                except ModelLoadError:
-                    self.metrics.load_failures.labels(name).inc()
+    # -- reconciling ---------------------------------------------------------------------
+    async def load_all(self, only: list[str] | None = None) -> None:
+        """First pass: every model (or only the named ones, for explicit model control)."""
+        await self.reconcile(only)
         self.started = True
 
+    async def reconcile(self, only: list[str] | None = None) -> None:
+        """Scan the repository and apply the policy to every model (or ``only`` these).
+        Raises ``OSError`` when the storage cannot be listed."""
+        loop = asyncio.get_running_loop()
+        names = await loop.run_in_executor(None, self.storage.list_models)
+        self.storage_error = None
+        targets = set(names) if only is None else set(only)
+        if only is None:
+            targets |= set(self.models)
+        await asyncio.gather(*(self.reconcile_model(n, n in names) for n in sorted(targets)))
+
+    async def reconcile_model(self, name: str, exists: bool = True,
+                              api_load: bool = False) -> ServedModel | None:
+        """One pass for one model; returns its entry (None when it is gone)."""
+        served = self.models.get(name)
+        if served is None:
+            if not exists:
+                return None
+            served = self.models[name] = ServedModel(ModelEntry(name, Path(name), None))
+        async with served.lock:
+            if api_load:
+                served.unloaded_by_api = False
+                served.failed.clear()
+            entry = None
+            if exists:
+                loop = asyncio.get_running_loop()
+                entry = await loop.run_in_executor(None, scan_model, self.storage, name)
+                served.entry = entry
+                if entry.skipped:
+                    log.warning("model %s: ignoring folder(s) %s (versions are integers)",
+                                name, entry.skipped)
+                if entry.manifest is None:
+                    log.error("model %s cannot be served: %s", name, entry.error)
+            removed = entry is None or served.unloaded_by_api
+            aspired: dict[int, str] = {}
+            if entry is not None and entry.manifest is not None:
+                for v in aspired_versions(entry.versions, entry.manifest.version_policy):
+                    aspired[v] = entry.fingerprints[v]
+            present = set(entry.versions) if entry is not None else set()
+            snapshot = [VersionSnapshot(h.version, h.state, h.fingerprint)
+                        for h in served.versions.values()]
+            for action in plan(aspired, snapshot, present, removed, served.failed):
+                if isinstance(action, Load) and entry is not None:
+                    await self._load(served, entry, action)
+                elif isinstance(action, Unload):
+                    await self._retire(served, action.version)
+                elif isinstance(action, Forget):
+                    served.versions.pop(action.version, None)
+            if entry is None and not served.versions:
+                self.models.pop(name, None)
+                return None
+            return served
+
+    async def _load(self, served: ServedModel, entry: ModelEntry, action: Load) -> None:
+        assert entry.manifest is not None  # noqa: S101 - aspired implies a manifest
+        version = action.version
+        harness = VersionHarness(entry.name, version, entry.versions[version], entry.manifest,
+                                 self.metrics.version(entry.name, version), self.trust_pickles,
+                                 action.fingerprint, entry.storage)
+        old = served.versions.get(version)
+        if old is None or not old.ready:
+            served.versions[version] = harness  # visible as LOADING in the index
+        try:
+            await harness.load()
+        except ModelLoadError:
+            self.metrics.load_failures.labels(entry.name).inc()
+            served.failed[version] = action.fingerprint
+            if old is not None and old.ready:
+                old.reason = f"a replacement failed to load: {harness.reason}"
+            return
+        served.failed.pop(version, None)
+        served.versions[version] = harness
+        if old is not None and old is not harness and old.ready:
+            self._retire_later(old)
+
+    async def _retire(self, served: ServedModel, version: int) -> None:
+        harness = served.versions.pop(version, None)
+        if harness is not None:
+            self._retire_later(harness)
+
+    def _retire_later(self, harness: VersionHarness) -> None:
+        """Unload in the background: the version is no longer handed out, and its queue
+        drains while new requests go to the version that replaced it."""
+        task = asyncio.get_running_loop().create_task(harness.unload())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def poll(self, interval: float, max_backoff: float = 60.0) -> None:
+        """Reconcile every ``interval`` seconds until cancelled; back off on storage errors."""
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.reconcile()
+                delay = interval
+            except OSError as exc:
+                self.storage_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.repository_errors.inc()
+                delay = min(max(delay * 2, interval), max_backoff)
+                log.warning("repository %s unreachable (%s); serving what is loaded, next try "
+                            "in %.0f s", self.storage.uri, self.storage_error, delay)
+
+    # -- the repository API ----------------------------------------------------------------
+    async def load_model(self, name: str) -> ServedModel:
+        """Load (or reload) one model from the repository; ``RepositoryError`` if it has no
+        live version afterwards, ``ModelNotFound`` if its folder does not exist."""
+        loop = asyncio.get_running_loop()
+        try:
+            names = await loop.run_in_executor(None, self.storage.list_models)
+        except OSError as exc:
+            raise RepositoryError(f"repository {self.storage.uri} unreachable: {exc}") from None
+        if name not in names:
+            raise ModelNotFound(f"no model folder {name!r} in {self.storage.uri}; models: "
+                                f"{names}")
+        served = await self.reconcile_model(name, True, api_load=True)
+        if served is None or served.latest_ready() is None:
+            reasons = [] if served is None else [
+                f"v{h.version}: {h.reason}" for h in served.versions.values() if h.reason]
+            if served is not None and served.entry.error:
+                reasons.append(served.entry.error)
+            raise RepositoryError(f"failed to load {name!r}: " + ("; ".join(reasons)
+                                                                   or "no version folders"))
+        return served
+
+    async def unload_model(self, name: str) -> None:
+        """Unload every version; the poller leaves the model alone until it is loaded again."""
+        served = self.model(name)
+        served.unloaded_by_api = True
+        await self.reconcile_model(name, exists=True)
+        if self._retiring:
+            await asyncio.gather(*list(self._retiring))
+
+    # -- lookups -------------------------------------------------------------------------
     def model(self, name: str) -> ServedModel:
         served = self.models.get(name)
         if served is None:
@@ -86,10 +221,12 @@ class ModelManager:
         if version is None:
             harness = served.latest_ready()
             if harness is None:
-                reasons = "; ".join(f"v{h.version}: {h.reason}" for h in served.versions.values())
+                reasons = "; ".join(f"v{h.version}: {h.reason}" for h in served.versions.values()
+                                    if h.reason)
                 raise ModelNotReady(f"model {name!r} has no ready version"
                                     + (f" ({reasons})" if reasons else "")
-                                    + (f" ({served.entry.error})" if served.entry.error else ""))
+                                    + (f" ({served.entry.error})" if served.entry.error else "")
+                                    + (" (unloaded)" if served.unloaded_by_api else ""))
             return harness
         harness = served.versions.get(version)
         if harness is None:
@@ -101,11 +238,15 @@ class ModelManager:
         return harness
 
     def ready(self) -> bool:
-        """True once loading has finished and every aspired version is live."""
-        return self.started and all(h.ready for m in self.models.values()
-                                    for h in m.versions.values())
+        """True once the first pass finished and every aspired version is live."""
+        return self.started and all(
+            h.state is VersionState.READY or m.unloaded_by_api
+            for m in self.models.values() for h in m.versions.values()) and all(
+            m.entry.error is None for m in self.models.values())
 
     async def close(self) -> None:
+        if self._retiring:
+            await asyncio.gather(*list(self._retiring))
         for served in self.models.values():
-            for harness in served.versions.values():
+            for harness in list(served.versions.values()):
                 await harness.unload()

@@ -45,8 +45,50 @@ class Metrics:
             ["model", "version"], registry=r)
         self.load_failures = Counter(
             "ferry_model_load_failures", "Versions that failed to load.", ["model"], registry=r)
+        self.repository_errors = Counter(
+            "ferry_repository_errors", "Repository scans that failed (storage unreachable).",
+            registry=r)
         self.versions_ready = Gauge(
             "ferry_model_ready", "1 while the version is live, else 0.", ["model", "version"],
+            registry=r)
+        # -- evaluation store and monitoring (ferry.evalstore, ferry.monitoring) -------------
+        self.store_written = Counter(
+            "ferry_evalstore_written", "Prediction records written to the evaluation store.",
+            registry=r)
+        self.store_spilled = Counter(
+            "ferry_evalstore_spilled", "Prediction records spilled to disk while the store "
+            "was unreachable (written later).", registry=r)
+        self.store_dropped = Counter(
+            "ferry_evalstore_dropped", "Prediction records lost: buffer_full (the writer is "
+            "far behind) or spill_full (store down and the spill at its limit).", ["reason"],
+            registry=r)
+        self.store_buffered = Gauge(
+            "ferry_evalstore_buffered_records", "Records waiting in memory to be written.",
+            registry=r)
+        self.store_spill_bytes = Gauge(
+            "ferry_evalstore_spill_bytes", "Bytes of records waiting in the on-disk spill.",
+            registry=r)
+        self.store_up = Gauge(
+            "ferry_evalstore_up", "1 while the evaluation store's database is reachable.",
+            registry=r)
+        self.feedback = Counter(
+            "ferry_feedback", "Feedback received, by outcome (joined, duplicate, unknown).",
+            ["outcome"], registry=r)
+        self.drift_distance = Gauge(
+            "ferry_drift_distance", "Drift distance of a feature in the last monitored window "
+            "(normalized Wasserstein for numbers, Jensen-Shannon for categories).",
+            ["model", "version", "feature"], registry=r)
+        self.drift_drifted = Gauge(
+            "ferry_drift_drifted", "1 if the feature drifted in the last monitored window.",
+            ["model", "version", "feature"], registry=r)
+        self.drift_share = Gauge(
+            "ferry_drift_feature_share", "Share of input features that drifted in the last "
+            "monitored window.", ["model", "version"], registry=r)
+        self.quality_violations = Gauge(
+            "ferry_quality_violations", "Data-quality violations (rows) in the last monitored "
+            "window, by rule.", ["model", "version", "rule"], registry=r)
+        self.alerts_firing = Gauge(
+            "ferry_alert_firing", "1 while the alert's condition holds.", ["alert", "model"],
             registry=r)
 
     def version(self, model: str, version: int) -> VersionMetrics:

@@ -7,13 +7,17 @@ under its outcome; a model's failure never escapes as anything but ``ModelError`
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import re
+from dataclasses import dataclass
 import time
 from typing import Any, Protocol
 
 import ferry
-from ferry.errors import FerryError, ModelNotReady, UnknownOutput
+from ferry.errors import (FerryError, Forbidden, ModelNotReady, Unauthorized,
+                          UnknownOutput)
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.manager import ModelManager
 from ferry.scheduler.tensors import check_inputs
@@ -25,6 +29,22 @@ EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 log = logging.getLogger("ferry.dataplane")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelControl:
+    """Who may call the repository's load/unload API."""
+
+    enabled: bool = True
+    admin_token: str | None = None
+    """When set, callers must present it; otherwise only loopback callers are allowed."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class InferenceObserver(Protocol):
@@ -46,9 +66,11 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
 class DataPlane:
     """Health, metadata, inference and the repository index, for any protocol."""
 
-    def __init__(self, manager: ModelManager, default_timeout_s: float | None = None) -> None:
+    def __init__(self, manager: ModelManager, default_timeout_s: float | None = None,
+                 control: ModelControl | None = None) -> None:
         self.manager = manager
         self.default_timeout_s = default_timeout_s
+        self.control = control or ModelControl()
         self.observers: list[InferenceObserver] = []
         """Told about each inference; see ``InferenceObserver``."""
 
@@ -128,6 +150,27 @@ class DataPlane:
     def signature(self, name: str, version: int | None = None) -> Signature:
         """The signature of the version a request for (name, version) would run on."""
         return self.manager.get(name, version).signature
+
+    # -- model control -------------------------------------------------------------------
+    def authorize_control(self, authorization: str | None, client_host: str | None) -> None:
+        """Raise ``Forbidden``/``Unauthorized`` unless this caller may load and unload."""
+        control = self.control
+        if not control.enabled:
+            raise Forbidden("model control is disabled on this server (--no-model-control-api)")
+        if control.admin_token:
+            expected = f"Bearer {control.admin_token}"
+            if authorization is None or not hmac.compare_digest(authorization, expected):
+                raise Unauthorized("model control needs 'Authorization: Bearer <admin token>'")
+            return
+        if client_host is None or not _is_loopback(client_host):
+            raise Forbidden(f"model control is allowed only from loopback (caller "
+                            f"{client_host}); set --admin-token to allow it from elsewhere")
+
+    async def load_model(self, name: str) -> None:
+        await self.manager.load_model(name)
+
+    async def unload_model(self, name: str) -> None:
+        await self.manager.unload_model(name)
 
     # -- inference -----------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:

@@ -41,6 +41,8 @@ class Request:
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
     """Path parameters captured by the route."""
+    client: str | None = None
+    """The peer's IP address."""
 
     def query_params(self) -> dict[str, list[str]]:
         return parse_qs(self.query)
@@ -149,10 +151,13 @@ class HttpConnection(asyncio.Protocol):
         self._task: asyncio.Task[Response] | None = None
         self._keep_alive = True
         self._closing = False
+        self._client: str | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self._client = peer[0] if isinstance(peer, tuple) else None
         self._state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -208,7 +213,7 @@ class HttpConnection(asyncio.Protocol):
         path, _, query = url.partition("?")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Request(self._parser.get_method().decode(), unquote(path), query,
-                          self._headers, body)
+                          self._headers, body, client=self._client)
         keep_alive = self._parser.should_keep_alive() and not self._state.draining
         if self._task is None:
             self._start(request, keep_alive)

@@ -95,6 +95,16 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
             ready_only = bool(doc.get("ready", False))
         return json_response(dataplane.repository_index(ready_only))
 
+    async def model_load(request: Request) -> Response:
+        dataplane.authorize_control(request.headers.get("authorization"), request.client)
+        await dataplane.load_model(request.params["model"])
+        return json_response({})
+
+    async def model_unload(request: Request) -> Response:
+        dataplane.authorize_control(request.headers.get("authorization"), request.client)
+        await dataplane.unload_model(request.params["model"])
+        return json_response({})
+
     async def tf_predict(request: Request) -> Response:
         model = ModelRef(request.params["model"], _version(request))
         signature = dataplane.signature(model.name, model.version)
@@ -136,6 +146,8 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     add("GET", "/v2/health/live", live)
     add("GET", "/v2/health/ready", ready)
     add("POST", "/v2/repository/index", repository_index)
+    add("POST", "/v2/repository/models/{model}/load", model_load)
+    add("POST", "/v2/repository/models/{model}/unload", model_unload)
     add("POST", "/v2/models/{model}/infer", infer)
     add("POST", "/v2/models/{model}/versions/{version}/infer", infer)
     add("GET", "/v2/models/{model}/ready", model_ready)

@@ -67,6 +67,8 @@ class DynamicBatcher:
         self._queued_rows = 0
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._running = 0
+        self._drained: asyncio.Future[None] | None = None
 
     @property
     def queued_rows(self) -> int:
@@ -158,10 +160,15 @@ class DynamicBatcher:
                 self._deliver(batch, outputs)
             self._observe(sum(i.rows for i in batch), [started - i.enqueued for i in batch],
                           finished - started)
+            self._running -= 1
             if self._queue and not self._scheduled:
                 self._scheduled = True
                 self._loop.call_soon(self._dispatch)
+            elif not self._queue and not self._running and self._drained is not None:
+                if not self._drained.done():
+                    self._drained.set_result(None)
 
+        self._running += 1
         self._pool.run(inputs, done)
 
     def _deliver(self, batch: list[_Item], outputs: Tensors) -> None:
@@ -180,6 +187,18 @@ class DynamicBatcher:
         for item in batch:
             if not item.future.done():
                 item.future.set_exception(error)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running (callers stop submitting first).
+        Returns False if ``timeout`` seconds passed first."""
+        if not self._queue and not self._running:
+            return True
+        self._drained = self._loop.create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drained), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     def close(self) -> None:
         """Fail whatever is still queued (the version is going away)."""
