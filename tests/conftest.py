@@ -23,7 +23,8 @@ EXAMPLES = ROOT / "examples" / "repository"
 class ServerProcess:
     """``python -m ferry serve`` in a subprocess; ``url`` once it is listening."""
 
-    def __init__(self, repository: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, repository: Path | str, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "ferry", "serve", str(repository), "--http-port", "0",
                "--grpc-port", "0", "--log-level", "warning", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,

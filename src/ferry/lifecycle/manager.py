@@ -170,7 +170,9 @@ class ModelManager:
             try:
                 await self.reconcile()
                 delay = interval
-            except OSError as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # storage clients raise their own types, not just OSError
                 self.storage_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.repository_errors.inc()
                 delay = min(max(delay * 2, interval), max_backoff)
@@ -184,7 +186,7 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         try:
             names = await loop.run_in_executor(None, self.storage.list_models)
-        except OSError as exc:
+        except Exception as exc:
             raise RepositoryError(f"repository {self.storage.uri} unreachable: {exc}") from None
         if name not in names:
             raise ModelNotFound(f"no model folder {name!r} in {self.storage.uri}; models: "
