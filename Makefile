@@ -36,7 +36,6 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/serving.py
 
 check: $(VENV)/.installed-dev
-	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/ruff check src tests scripts bench
 
 clean:

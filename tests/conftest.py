@@ -167,7 +167,9 @@ def test_repo(example_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         max_batch_size: 32
         dynamic_batching: {max_queue_size: 64}
         inputs: [{name: x, datatype: FP32, shape: [-1, 3]}]
-        outputs: [{name: y, datatype: FP32, shape: [-1, 3]}, {name: batch, datatype: INT64, shape: [-1]}]
+        outputs:
+          - {name: y, datatype: FP32, shape: [-1, 3]}
+          - {name: batch, datatype: INT64, shape: [-1]}
     """)
     _python_model(root, "raiser", _RAISER, """\
         runtime: python
@@ -179,7 +181,9 @@ def test_repo(example_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         runtime: python
         max_batch_size: 8
         inputs: [{name: text, datatype: BYTES, shape: [-1]}]
-        outputs: [{name: length, datatype: INT64, shape: [-1]}, {name: upper, datatype: BYTES, shape: [-1]}]
+        outputs:
+          - {name: length, datatype: INT64, shape: [-1]}
+          - {name: upper, datatype: BYTES, shape: [-1]}
     """)
     _python_model(root, "fixed", _FIXED, """\
         runtime: python

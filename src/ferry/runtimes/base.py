@@ -45,7 +45,8 @@ class Runtime(ABC):
 
     @abstractmethod
     def load(self, version_dir: Path) -> None:
-        """Load the version in ``version_dir``; raise ``ModelLoadError`` (or anything) on failure."""
+        """Load the version in ``version_dir``; raise ``ModelLoadError`` (or anything) on
+        failure."""
 
     @abstractmethod
     def predict(self, inputs: Tensors) -> Tensors:

@@ -37,7 +37,8 @@ class SklearnRuntime(Runtime):
             raise ModelLoadError(f"{path}: holds a {type(self._model).__name__}, which has "
                                  f"no predict()")
         self._proba = hasattr(self._model, "predict_proba") and hasattr(self._model, "classes_")
-        self._signature = self.declared_signature(self._infer_signature()) or self._infer_signature()
+        inferred = self._infer_signature()
+        self._signature = self.declared_signature(inferred) or inferred
         self._input = self._signature.inputs[0].name
 
     def _infer_signature(self) -> Signature:

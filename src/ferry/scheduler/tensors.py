@@ -33,7 +33,7 @@ def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> 
                                    f"but the model expects {spec.datatype}")
         shape = arr.shape
         if len(shape) != len(spec.shape) or any(
-                want != -1 and got != want for got, want in zip(shape, spec.shape)):
+                want != -1 and got != want for got, want in zip(shape, spec.shape, strict=True)):
             raise ShapeMismatch(f"input {spec.name!r}: shape {list(shape)} does not match "
                                 f"the model's {list(spec.shape)} (-1 = any size)")
         if max_batch_size:
