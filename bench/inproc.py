@@ -14,12 +14,14 @@ so the number is the ceiling for one core. Prints one JSON document (and writes 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,10 +66,10 @@ def measure(work: Path, models: list[str], batches: list[int], runs: int,
         scale = 3.0 if model == "tabular" else 1.0  # tabular inputs are X * 3 + 1.5
         for batch in batches:
             x = (rng.standard_normal((batch, FEATURES[model])) * scale).astype(np.float32)
-            feeds = {"input": x}
+            run = functools.partial(sess.run, None, {"input": x})
             waited = wait_quiet(idle_wait_s)[0] if idle_wait_s > 0 else 0.0
             b0, c0 = busy_seconds(), sum(os.times()[:2])
-            rates = time_runs(lambda: sess.run(None, feeds), runs, seconds)
+            rates = time_runs(run, runs, seconds)
             foreign = busy_seconds() - b0 - (sum(os.times()[:2]) - c0)
             calls_s = float(np.median(rates))
             points.append({"model": model, "batch": batch, "rows_s": calls_s * batch,

@@ -127,7 +127,7 @@ def ort_answer(path: Path, rows: np.ndarray) -> dict[str, list[Any]]:
     """In-process ORT outputs for ``rows``, as ``{output name: nested list}``."""
     sess = ort_session(path)
     outs = sess.run(None, {"input": rows})
-    return {o.name: np.asarray(v).tolist() for o, v in zip(sess.get_outputs(), outs)}
+    return {o.name: np.asarray(v).tolist() for o, v in zip(sess.get_outputs(), outs, strict=True)}
 
 
 def _write_json(path: Path, obj: Any) -> None:
