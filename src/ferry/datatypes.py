@@ -35,6 +35,9 @@ def numpy_dtype(datatype: str) -> np.dtype:
 
 def v2_datatype(dtype: np.dtype) -> str:
     """The V2 datatype name for a NumPy dtype (strings and bytes map to ``BYTES``)."""
+    name = NUMPY_TO_V2.get(dtype)  # the common case: a native-order dtype
+    if name is not None:
+        return name
     dtype = np.dtype(dtype)
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"

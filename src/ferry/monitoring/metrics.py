@@ -1,15 +1,21 @@
 """Every Prometheus metric Ferry exports, defined in one place (names, labels, buckets).
 
 Each server owns a ``Metrics`` with its own ``CollectorRegistry``, so several servers in
-one process (tests) never share counters. Hot paths hold pre-labelled children
-(``VersionMetrics``) so recording costs no label lookups.
+one process (tests) never share counters. Per-request and per-batch figures are counted by
+``VersionMetrics`` in plain Python on the event loop thread (a bisect and two additions, no
+locks, no label lookups) and turned into Prometheus families only when ``/metrics`` is
+scraped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                     0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -22,21 +28,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "ferry_requests", "Inference requests by model, version and outcome "
-            "(success or the error's name).", ["model", "version", "outcome"], registry=r)
-        self.request_seconds = Histogram(
-            "ferry_request_duration_seconds", "Inference time from decoded request to result, "
-            "per request.", ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_seconds = Histogram(
-            "ferry_queue_duration_seconds", "Time a request waited in its version's queue.",
-            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.compute_seconds = Histogram(
-            "ferry_compute_duration_seconds", "Time one batch spent in the runtime.",
-            ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_rows = Histogram(
-            "ferry_batch_size_rows", "Rows per executed batch.", ["model", "version"],
-            buckets=_BATCH_BUCKETS, registry=r)
+        self._versions: dict[tuple[str, str], VersionMetrics] = {}
+        # per-request metrics are counted in plain Python on the event loop thread and
+        # exported at scrape time by _HotPathCollector: no locks on the request path
+        r.register(_HotPathCollector(self._versions))
         self.queue_rows = Gauge(
             "ferry_queue_rows", "Rows waiting in a version's queue.", ["model", "version"],
             registry=r)
@@ -51,6 +46,7 @@ class Metrics:
         self.versions_ready = Gauge(
             "ferry_model_ready", "1 while the version is live, else 0.", ["model", "version"],
             registry=r)
+
         # -- evaluation store and monitoring (ferry.evalstore, ferry.monitoring) -------------
         self.store_written = Counter(
             "ferry_evalstore_written", "Prediction records written to the evaluation store.",
@@ -92,37 +88,66 @@ class Metrics:
             registry=r)
 
     def version(self, model: str, version: int) -> VersionMetrics:
-        return VersionMetrics(self, model, str(version))
+        """The hot-path metrics of one version (the same object for the same version, so
+        counts survive reloads)."""
+        key = (model, str(version))
+        found = self._versions.get(key)
+        if found is None:
+            found = self._versions[key] = VersionMetrics(self, model, str(version))
+        return found
 
     def exposition(self) -> bytes:
         """The text format served at ``GET /metrics``."""
         return generate_latest(self.registry)
 
 
+class _Histogram:
+    """Bucket counts and a sum; ``observe`` is a bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family_sample(self) -> tuple[list[tuple[str, float]], float]:
+        buckets, running = [], 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            buckets.append((floatToGoString(bound), running))
+        buckets.append(("+Inf", running + self.counts[-1]))
+        return buckets, self.total
+
+
 class VersionMetrics:
-    """Pre-labelled metrics of one live version, for the hot path."""
+    """One version's hot-path metrics, recorded on the event loop thread without locks."""
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self._metrics = metrics
         self._labels = (model, version)
-        self._success = metrics.requests.labels(model, version, "success")
-        self._request = metrics.request_seconds.labels(model, version)
-        self._queue = metrics.queue_seconds.labels(model, version)
-        self._compute = metrics.compute_seconds.labels(model, version)
-        self._batch = metrics.batch_rows.labels(model, version)
+        self.outcomes: dict[str, int] = {"success": 0}
+        self.request = _Histogram(_LATENCY_BUCKETS)
+        self.queue = _Histogram(_LATENCY_BUCKETS)
+        self.compute = _Histogram(_LATENCY_BUCKETS)
+        self.batch = _Histogram(_BATCH_BUCKETS)
         self.ready = metrics.versions_ready.labels(model, version)
 
     def request_done(self, seconds: float) -> None:
-        self._success.inc()
-        self._request.observe(seconds)
+        self.outcomes["success"] += 1
+        self.request.observe(seconds)
 
     def request_failed(self, outcome: str) -> None:
-        self._metrics.requests.labels(*self._labels, outcome).inc()
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def batch_done(self, rows: int, waits: list[float], compute: float) -> None:
-        self._batch.observe(rows)
-        self._compute.observe(compute)
-        observe = self._queue.observe
+        self.batch.observe(rows)
+        self.compute.observe(compute)
+        observe = self.queue.observe
         for w in waits:
             observe(w)
 
@@ -131,3 +156,33 @@ class VersionMetrics:
 
     def loaded(self, seconds: float) -> None:
         self._metrics.load_seconds.labels(*self._labels).set(seconds)
+
+
+class _HotPathCollector(Collector):
+    """Exports every version's hot-path counts as Prometheus families at scrape time."""
+
+    _HISTOGRAMS = (
+        ("request", "ferry_request_duration_seconds",
+         "Inference time from decoded request to result, per request."),
+        ("queue", "ferry_queue_duration_seconds", "Time a request waited in its version's queue."),
+        ("compute", "ferry_compute_duration_seconds", "Time one batch spent in the runtime."),
+        ("batch", "ferry_batch_size_rows", "Rows per executed batch."),
+    )
+
+    def __init__(self, versions: dict[tuple[str, str], VersionMetrics]) -> None:
+        self._versions = versions
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "ferry_requests", "Inference requests by model, version and outcome (success or "
+            "the error's name).", labels=["model", "version", "outcome"])
+        families = {attr: HistogramMetricFamily(name, doc, labels=["model", "version"])
+                    for attr, name, doc in self._HISTOGRAMS}
+        for (model, version), vm in list(self._versions.items()):
+            for outcome, count in list(vm.outcomes.items()):
+                requests.add_metric([model, version, outcome], count)
+            for attr, family in families.items():
+                buckets, total = getattr(vm, attr).family_sample()
+                family.add_metric([model, version], buckets, total)
+        yield requests
+        yield from families.values()
