@@ -125,6 +125,7 @@ def test_load_and_unload_api(repo):
         c = proc.client
         assert c.post("/v2/models/diabetes/infer", json=DIABETES).status_code == 200
         assert c.post("/v2/models/tabular/infer", json=TABULAR).status_code == 404
+        assert "not loaded" in index(proc)[("tabular", "")]["reason"]
         assert c.post("/v2/repository/models/tabular/load").status_code == 200
         assert c.post("/v2/models/tabular/infer", json=TABULAR).status_code == 200
         assert c.post("/v2/repository/models/tabular/unload").status_code == 200

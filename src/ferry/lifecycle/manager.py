@@ -67,6 +67,8 @@ class ModelManager:
         self.models: dict[str, ServedModel] = {}
         self.started = False
         self.storage_error: str | None = None
+        self.known_models: list[str] = []
+        """Model folders seen by the last scan (served or not)."""
         self._retiring: set[asyncio.Task[None]] = set()
 
     # -- reconciling ---------------------------------------------------------------------
@@ -81,6 +83,7 @@ class ModelManager:
         loop = asyncio.get_running_loop()
         names = await loop.run_in_executor(None, self.storage.list_models)
         self.storage_error = None
+        self.known_models = list(names)
         targets = set(names) if only is None else set(only)
         if only is None:
             targets |= set(self.models)

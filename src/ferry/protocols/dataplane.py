@@ -129,13 +129,19 @@ class DataPlane:
     def _version_info(h: VersionHarness) -> dict[str, Any]:
         return {"version": str(h.version), "state": h.state.value, "reason": h.reason,
                 "runtime": h.runtime_name, "sha256": h.sha256,
-                "load_seconds": round(h.load_seconds, 4)}
+                "load_seconds": round(h.load_seconds, 4),
+                "warmup_seconds": round(h.warmup_seconds, 4)}
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Triton's repository index: every model and version with state and reason."""
         index = []
-        for name in sorted(self.manager.models):
-            served = self.manager.models[name]
+        for name in sorted(set(self.manager.models) | set(self.manager.known_models)):
+            served = self.manager.models.get(name)
+            if served is None:
+                if not ready_only:
+                    index.append({"name": name, "version": "", "state": "UNAVAILABLE",
+                                  "reason": "not loaded (load it through the repository API)"})
+                continue
             if not served.versions and not ready_only:
                 index.append({"name": name, "version": "", "state": "UNAVAILABLE",
                               "reason": served.entry.error or "no version to serve"})
