@@ -144,8 +144,12 @@ def to_binary(arr: np.ndarray, datatype: str) -> bytes:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
-def to_json_data(arr: np.ndarray) -> Any:
-    """A flat, row-major value orjson can write: the array itself when it can."""
+def to_json_data(arr: np.ndarray, check_finite: bool = False) -> Any:
+    """A flat, row-major value orjson can write: the array itself when it can.
+
+    orjson writes NaN and infinities inside arrays as ``null``; with ``check_finite`` they
+    become the strings ``"nan"``, ``"inf"``, ``"-inf"`` instead (callers retry with it when
+    the fast result holds a ``null``)."""
     kind = arr.dtype.kind
     if kind == "O" or kind in "SU":
         return [v.decode(errors="replace") if isinstance(v, bytes) else str(v)
@@ -155,6 +159,6 @@ def to_json_data(arr: np.ndarray) -> Any:
     flat = arr.reshape(-1)
     if not flat.flags.c_contiguous:
         flat = np.ascontiguousarray(flat)
-    if kind == "f" and not np.isfinite(flat).all():
+    if check_finite and kind == "f" and not np.isfinite(flat).all():
         return [v if math.isfinite(v) else str(v) for v in flat.tolist()]
     return flat

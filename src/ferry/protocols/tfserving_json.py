@@ -108,7 +108,7 @@ def encode_predict(response: InferResponse, row_format: bool) -> bytes:
 
 
 def _nested(arr: np.ndarray) -> list[Any]:
-    flat = to_json_data(arr)
+    flat = to_json_data(arr, check_finite=True)
     if isinstance(flat, np.ndarray):
         return flat.reshape(arr.shape).tolist()  # type: ignore[no-any-return]
     return np.array(flat, dtype=object).reshape(arr.shape).tolist()  # type: ignore[no-any-return]

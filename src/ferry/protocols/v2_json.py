@@ -108,6 +108,16 @@ def _outputs(raw: Any) -> list[RequestedOutput] | None:
 
 def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes, str | None]:
     """The response body and, when outputs are binary, the JSON header's length."""
+    header, chunks = _encode(response, request, False)
+    if b"null" in header:  # a NaN or infinity in JSON data: spell it out instead
+        header, chunks = _encode(response, request, True)
+    if not chunks:
+        return header, None
+    return b"".join([header, *chunks]), str(len(header))
+
+
+def _encode(response: InferResponse, request: InferRequest, check_finite: bool
+            ) -> tuple[bytes, list[bytes]]:
     binary_default = bool((request.parameters or {}).get("binary_data_output", False))
     wanted = {o.name: o.parameters for o in request.outputs} if request.outputs else None
     outputs = []
@@ -121,7 +131,7 @@ def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes,
             item["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            item["data"] = to_json_data(arr)
+            item["data"] = to_json_data(arr, check_finite)
         outputs.append(item)
     doc: dict[str, Any] = {"model_name": response.model_name,
                            "model_version": response.model_version, "outputs": outputs}
@@ -129,7 +139,4 @@ def encode_infer(response: InferResponse, request: InferRequest) -> tuple[bytes,
         doc["id"] = response.id
     if response.parameters:
         doc["parameters"] = response.parameters
-    header = orjson.dumps(doc, option=_DUMPS_OPTS)
-    if not chunks:
-        return header, None
-    return b"".join([header, *chunks]), str(len(header))
+    return orjson.dumps(doc, option=_DUMPS_OPTS), chunks
