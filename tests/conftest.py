@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ class ServerProcess:
 
     def __init__(self, repository: Path | str, *args: str,
                  env: dict[str, str] | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="ferry-server-"))
+        if "--store" not in args:  # a private evaluation store, removed with the server
+            args = ("--store", f"sqlite:///{self.workdir / 'ferry.db'}", *args)
         cmd = [sys.executable, "-m", "ferry", "serve", str(repository), "--http-port", "0",
                "--grpc-port", "0", "--log-level", "warning", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -69,6 +73,7 @@ class ServerProcess:
         if self.proc.stderr is not None:
             self.log.append(self.proc.stderr.read())
             self.proc.stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
         return self.proc.returncode
 
 

@@ -13,7 +13,10 @@ import signal
 import sys
 from typing import Any
 
+from ferry.evalstore.routes import add_routes as add_store_routes
+from ferry.evalstore.store import EvalStore
 from ferry.lifecycle.manager import ModelManager
+from ferry.monitoring.alerts import AlertLoop
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols.dataplane import DataPlane, ModelControl
 from ferry.protocols.http import HttpServerState, drain, serve_http
@@ -34,6 +37,11 @@ class FerryServer:
         self.manager = ModelManager(storage, self.metrics, settings.trust_pickles)
         control = ModelControl(settings.model_control_api, settings.admin_token)
         self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None, control)
+        self.store: EvalStore | None = None
+        if settings.store.lower() != "none":
+            self.store = EvalStore(settings, self.metrics)
+            self.dataplane.observers.append(self.store.writer)
+        self.alerts: AlertLoop | None = None
         self.http_port = settings.http_port
         self.grpc_port = settings.grpc_port
         self._http: asyncio.Server | None = None
@@ -48,6 +56,16 @@ class FerryServer:
             self._poller = asyncio.get_running_loop().create_task(
                 self.manager.poll(self.settings.poll_s))
         router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
+        from ferry.batch.routes import add_routes as add_prediction_routes
+        add_prediction_routes(router, self.settings.predictions_url)
+        if self.store is not None:
+            self.store.register(self.manager.models)
+            self.store.writer.start()
+            add_store_routes(router, self.store, self.metrics,
+                             lambda m: self.manager.get(m).version)
+            if self.settings.alerts_interval_s:
+                self.alerts = AlertLoop(self.store, self.metrics, self.settings.alerts_interval_s)
+                self.alerts.start()
         self._http, self._http_state = await serve_http(
             router, self.settings.host, self.settings.http_port, self.settings.max_body_bytes)
         self.http_port = self._http.sockets[0].getsockname()[1]
@@ -74,6 +92,10 @@ class FerryServer:
             await self._grpc.stop(grace=10)
         if self._http is not None and self._http_state is not None:
             await drain(self._http, self._http_state)
+        if self.alerts is not None:
+            await self.alerts.stop()
+        if self.store is not None:  # flush every buffered prediction before exiting
+            await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
         await self.manager.close()
         log.info("stopped")
 
@@ -96,6 +118,11 @@ def run(settings: ServerSettings) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        asyncio.run(server.serve_until_signalled())
+        runner = asyncio.run
     else:
-        uvloop.run(server.serve_until_signalled())
+        runner = uvloop.run
+    try:
+        runner(server.serve_until_signalled())
+    except OSError as exc:  # a port in use, an unreachable repository at start
+        log.error("cannot serve: %s", exc)
+        raise SystemExit(1) from None

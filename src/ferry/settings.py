@@ -56,6 +56,31 @@ class ServerSettings(BaseSettings):
     """Largest request body; bigger ones get 413 without being read."""
     request_timeout_s: Annotated[float, Field(ge=0)] = 60.0
     """Default deadline of an inference request (0 = none); clients may set a shorter one."""
+    predictions_url: str | None = None
+    """Database holding tables written by ``ferry batch --key``, served by key at
+    ``GET /ferry/v1/predictions/{table}/{key}`` (e.g. ``sqlite:///preds.db``)."""
+    store: str = "sqlite:///ferry.db"
+    """Evaluation store URL: ``sqlite:///PATH`` (default ``ferry.db`` in the working folder),
+    ``postgresql://USER@HOST/DB``, or ``none`` to record nothing."""
+    store_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Share of inferences recorded (1 = every one)."""
+    store_sample_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    """Per-model sample rates, e.g. ``FERRY_STORE_SAMPLE_RATES='{"fraud": 0.1}'``."""
+    store_retention_days: Annotated[float, Field(gt=0)] | None = 30.0
+    """Predictions older than this are deleted (hourly); None keeps everything."""
+    store_retention: dict[str, Annotated[float, Field(gt=0)]] = {}
+    """Per-model retention in days, overriding ``store_retention_days``."""
+    store_flush_interval_s: Annotated[float, Field(gt=0)] = 0.2
+    """How often buffered records are written; also bounds what a SIGKILL can lose."""
+    store_buffer: Annotated[int, Field(gt=0)] = 100_000
+    """Records held in memory while waiting to be written; more are dropped and counted."""
+    store_spill_dir: Path | None = None
+    """Where records wait while the database is down (default: beside a SQLite file,
+    ``<file>-spill``, else ``./ferry-spill``)."""
+    store_spill_max_bytes: Annotated[int, Field(gt=0)] = 1 << 30
+    """Largest spill on disk; past it records are dropped, counted and logged."""
+    alerts_interval_s: Annotated[float, Field(ge=0)] = 60.0
+    """How often alert rules (``monitoring.yaml``) are evaluated; 0 disables them."""
 
     def control_mode(self) -> str:
         """The effective model-control mode."""

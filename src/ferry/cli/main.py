@@ -16,6 +16,15 @@ _COMMANDS = {
     "serve": ("ferry.cli.serve", "serve", "Serve a model repository over HTTP."),
     "models": ("ferry.cli.models", "models", "List models, versions, runtimes and signatures."),
     "predict": ("ferry.cli.predict", "predict", "Send one inference request to a server."),
+    "monitor": ("ferry.cli.monitor", "monitor", "Drift, data quality and performance of a "
+                "model over a window."),
+    "export": ("ferry.cli.export", "export", "Export logged predictions and feedback to "
+               "Parquet."),
+    "reference": ("ferry.cli.reference", "reference", "Register reference data for drift."),
+    "feedback": ("ferry.cli.feedback", "feedback", "Attach a label or reward to a prediction."),
+    "batch": ("ferry.cli.batch", "batch", "Score files or tables into files or a database."),
+    "schedule": ("ferry.cli.schedule", "schedule", "Add, list and remove batch schedules."),
+    "scheduler": ("ferry.cli.schedule", "scheduler", "Run due batch schedules (a process)."),
 }
 
 

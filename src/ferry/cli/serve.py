@@ -40,6 +40,11 @@ import click
               help="Largest request body (default 64 MiB); larger gets 413.")
 @click.option("--request-timeout-s", type=float, default=None,
               help="Default inference deadline in seconds (default 60; 0 = none).")
+@click.option("--store", default=None,
+              help="Evaluation store: sqlite:///PATH (default sqlite:///ferry.db), "
+                   "postgresql://USER@HOST/DB, or none.")
+@click.option("--store-sample-rate", type=float, default=None,
+              help="Share of inferences recorded in the store (default 1).")
 def serve(repo: str | None, **options: object) -> None:
     """Serve the model repository REPO (default: the bundled examples) over HTTP.
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ferry.manifest import ModelManifest
-from ferry.types import Signature, TensorSpec, Tensors
+from ferry.types import Signature, Tensors, TensorSpec
 
 
 @dataclass(frozen=True, slots=True)

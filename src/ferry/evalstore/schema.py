@@ -24,9 +24,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import (BigInteger, Column, Connection, Engine, Float, Index, Integer,
-                        LargeBinary, MetaData, String, Table, Text, create_engine, event,
-                        inspect)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+)
 
 from ferry.errors import StoreUnavailable
 
@@ -113,6 +127,8 @@ def open_engine(url: str, migrate: bool = True) -> Engine:
     """
     url = normalize_url(url)
     kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": 5}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}}
     try:

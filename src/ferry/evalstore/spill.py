@@ -50,11 +50,13 @@ class Spill:
     def contains(self, request_id: str) -> bool:
         return request_id in self._ids
 
-    def write(self, rows: list[dict[str, Any]]) -> bool:
+    def write(self, rows: list[Any]) -> bool:
         """Persist ``rows``; False (nothing written) when the spill is full."""
+        from ferry.evalstore.writer import COLUMNS
+
         lines = []
         for row in rows:
-            doc = dict(row)
+            doc = dict(row) if isinstance(row, dict) else dict(zip(COLUMNS, row, strict=True))
             for key in _BLOBS:
                 if doc.get(key) is not None:
                     doc[key] = base64.b64encode(doc[key]).decode()
@@ -71,7 +73,7 @@ class Spill:
             os.fsync(fh.fileno())
         tmp.rename(self.folder / (name + ".jsonl"))
         self._bytes += len(data)
-        self._ids.update(r["request_id"] for r in rows)
+        self._ids.update(r["request_id"] if isinstance(r, dict) else r[0] for r in rows)
         return True
 
     @staticmethod

@@ -4,6 +4,8 @@ HTTP and the dataplane; errors are translated once, in ``http.error_response``."
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 import zlib
 
@@ -19,6 +21,16 @@ from ferry.protocols.openapi import openapi_document
 from ferry.types import ModelRef
 
 _BINARY = "application/octet-stream"
+REQUEST_ID_HEADER = "ferry-request-id"
+"""Clients may name a request (to send feedback later); otherwise the server makes an id.
+Either way it is returned in this response header."""
+_REQUEST_PREFIX = os.urandom(4).hex()
+_request_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    """A process-unique id: a random prefix per process and a counter (cheap)."""
+    return f"{_REQUEST_PREFIX}-{next(_request_counter)}"
 
 
 def _version(request: Request) -> int | None:
@@ -74,14 +86,17 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         model = ModelRef(request.params["model"], _version(request))
         decoded = v2_json.decode_infer(_body(request, max_body_bytes), model,
                                        request.headers.get(v2_json.HEADER_LENGTH))
+        decoded.id = request_id = (request.headers.get(REQUEST_ID_HEADER) or decoded.id
+                                   or _new_request_id())
         timeout_us = (decoded.parameters or {}).get("timeout")
         if isinstance(timeout_us, int) and timeout_us > 0:
             decoded.deadline = time.monotonic() + timeout_us / 1e6
         response = await dataplane.infer(decoded)
         body, header_length = v2_json.encode_infer(response, decoded)
         if header_length is None:
-            return Response(body)
-        return Response(body, 200, _BINARY, [(v2_json.HEADER_LENGTH, header_length)])
+            return Response(body, headers=[(REQUEST_ID_HEADER, request_id)])
+        return Response(body, 200, _BINARY, [(v2_json.HEADER_LENGTH, header_length),
+                                             (REQUEST_ID_HEADER, request_id)])
 
     async def repository_index(request: Request) -> Response:
         ready_only = False
@@ -110,8 +125,10 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         signature = dataplane.signature(model.name, model.version)
         decoded, row_format = tfserving_json.decode_predict(
             _body(request, max_body_bytes), model, signature)
+        decoded.id = request_id = request.headers.get(REQUEST_ID_HEADER) or _new_request_id()
         response = await dataplane.infer(decoded)
-        return Response(tfserving_json.encode_predict(response, row_format))
+        return Response(tfserving_json.encode_predict(response, row_format),
+                        headers=[(REQUEST_ID_HEADER, request_id)])
 
     async def tf_status(request: Request) -> Response:
         name, version = request.params["model"], _version(request)
