@@ -36,7 +36,8 @@ class Location:
     kind: str
     """``file`` or ``sql``."""
     format: str
-    """``parquet``, ``csv``, ``jsonl`` for files; the dialect (``sqlite``, ``postgresql``) for sql."""
+    """``parquet``, ``csv``, ``jsonl`` for files; the dialect (``sqlite``, ``postgresql``)
+    for sql."""
     paths: tuple[str, ...] = ()
     """Files, for ``file`` inputs (expanded from globs and folders, sorted)."""
     target: str = ""
@@ -63,18 +64,18 @@ def _redact(url: str) -> str:
 
 
 def _sql_location(text: str, table: str | None) -> Location:
-    parts = urlsplit(text)
-    query = dict(parse_qsl(parts.query))
+    base, _, raw_query = text.partition("?")
+    query = dict(parse_qsl(raw_query))
     name = query.pop("table", None) or table
     if not name:
         raise BatchError(f"{_redact(text)}: which table? add ?table=NAME to the URL or --table")
-    scheme = parts.scheme.split("+")[0]
-    if scheme in ("postgresql", "postgres"):
+    scheme, sep, rest = base.partition("://")
+    dialect = scheme.split("+")[0]
+    if dialect in ("postgresql", "postgres"):
         # psycopg 3 is the driver Ferry installs (ferry[postgres]); COPY needs it
-        parts = parts._replace(scheme="postgresql+psycopg")
-        scheme = "postgresql"
-    url = urlunsplit(parts._replace(query=urlencode(query)))
-    return Location("sql", scheme, target=url, table=name)
+        base, dialect = f"postgresql+psycopg{sep}{rest}", "postgresql"
+    url = base + (f"?{urlencode(query)}" if query else "")
+    return Location("sql", dialect, target=url, table=name)
 
 
 def is_sql_url(text: str) -> bool:
@@ -142,11 +143,13 @@ class BatchJob:
     passthrough: list[str] = field(default_factory=list)
     """Other input columns copied to the output."""
     mapping: dict[str, str] = field(default_factory=dict)
-    """``--map``: feature or input name -> input column (or a ``{i}`` pattern for a [-1,k] input)."""
+    """``--map``: feature or input name -> input column (or a ``{i}`` pattern for a
+    [-1, k] input)."""
     mode: str = "replace"
     """Database outputs: ``replace`` swaps the table in; ``append`` adds this run's rows."""
     rejects: str | None = None
-    """Where rejected rows go: a file, or a table in the output database. Default: beside the output."""
+    """Where rejected rows go: a file, or a table in the output database. Default: beside
+    the output."""
     max_reject_rate: float = 1.0
     """Fail the run when more than this share of rows is rejected (1.0 = never)."""
     chunk_rows: int = 65536
@@ -155,6 +158,8 @@ class BatchJob:
     """Rows per model call; None = chosen from the input width (8192 for 32 features)."""
     workers: int = 1
     """Scoring processes; 1 scores in this process with reading and writing on threads."""
+    checkpoint_s: float = 30.0
+    """Seconds between durable checkpoints of the output (what a resume can skip)."""
     trust_pickles: bool = False
     schedule: str | None = None
     """The schedule that started the run, if any."""

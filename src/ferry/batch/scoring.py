@@ -141,7 +141,12 @@ class ChunkScorer:
         arrays: list[pa.Array] = []
         for name in self.layout.keep:
             col = kept.column(name)
-            arrays.append(col.dictionary_decode() if pa.types.is_dictionary(col.type) else col)
+            if pa.types.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            want = schema.field(name).type
+            if col.type != want:  # a chunk typed differently (SQLite's dynamic types)
+                col = col.cast(want) if not pa.types.is_string(want) else _as_string(col)
+            arrays.append(col)
         if n:
             arrays += cols.output_arrays(self.layout.outputs, outputs, n)
         else:

@@ -1,0 +1,314 @@
+"""The local engine: score a ``BatchJob`` on this machine and keep its run record.
+
+Pipeline: a reader, the scorers, and one writer, overlapped. With ``workers=1`` the reader
+and the writer are threads around in-process scoring (Arrow's readers and writers and ONNX
+Runtime release the GIL); with ``workers=N`` scoring runs in N forked processes
+(``workers.WorkerPool``) that read their own Parquet chunks, while this process plans
+chunks, streams other formats and writes. Outputs are written in chunk order, so a run's
+output does not depend on the number of workers.
+
+Run lifecycle: ``running`` -> ``succeeded`` | ``failed`` | ``interrupted``. Progress is
+recorded per durable chunk (see ``writers``); a failed or interrupted run keeps its staging
+and ``run(..., resume=RUN_ID)`` finishes it without rescoring durable chunks. Ctrl-C and
+SIGTERM (turned into ``KeyboardInterrupt`` by the CLI) mark the run ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ferry.batch import model as models
+from ferry.batch.job import BatchError, BatchJob
+from ferry.batch.readers import Payload, SliceReader, Source, open_source
+from ferry.batch.records import RunStore, new_run_id, now
+from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, make_layout
+from ferry.batch.workers import WorkerPool
+from ferry.batch.writers import PublishInfo, open_sink
+from ferry.errors import FerryError
+
+log = logging.getLogger("ferry.batch")
+
+Progress = Callable[[int, int | None, int], None]
+"""``progress(rows_done, rows_total or None, rows_rejected)``."""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    model: str
+    version: int
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    seconds: float
+    output: str
+    error: str | None = None
+    worker_restarts: int = 0
+
+
+class RunFailed(FerryError):
+    """The run stopped; its record says why and ``--resume`` can continue it."""
+
+    def __init__(self, message: str, summary: RunSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def _build_scorer(job: BatchJob, model: models.ModelVersion, layout: Layout, run_id: str,
+                  scored_at: datetime) -> tuple[ChunkScorer, list[str]]:
+    """In a worker process: load the model once (picklable via ``functools.partial``)."""
+    return ChunkScorer(job, model, layout, run_id, scored_at), layout.read_columns
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.rows_in = self.rows_out = self.rows_rejected = 0
+        self.pending: dict[int, tuple[int, int, int]] = {}
+
+
+def run(job: BatchJob, store: RunStore, resume: str | None = None,
+        progress: Progress | None = None, run_id: str | None = None,
+        pin_workers: bool = False) -> RunSummary:
+    """Run ``job`` (or continue run ``resume``: its stored job, not ``job``) to the end.
+
+    Raises ``RunFailed`` (after recording it) when the run fails or is interrupted;
+    ``FerryError`` before a run record exists when the job cannot start at all.
+    """
+    started = time.monotonic()
+    if resume:
+        record = store.get_run(resume)
+        if record is None:
+            raise BatchError(f"--resume {resume}: no such run in {store.url}")
+        if record.status == "succeeded":
+            raise BatchError(f"run {resume} already succeeded; nothing to resume")
+        if record.status == "running" and record.pid and _alive(record.pid):
+            raise BatchError(f"run {resume} is still running (pid {record.pid})")
+        job = BatchJob.from_json(record.job)
+        job.version = record.version
+        run_id, scored_at = resume, record.started_at
+    model = models.resolve(Path(job.repository), job.model, job.version)
+    pool = WorkerPool(job.workers, pin=pin_workers) if job.workers > 1 else None
+    try:
+        runtime = models.load(model, job.trust_pickles, threads=1)
+        source = open_source(job.input, job.chunk_rows)
+        layout = make_layout(job, runtime.signature(), model, source.schema)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    if resume:
+        store.restart_run(run_id)  # type: ignore[arg-type]
+    else:
+        run_id = run_id or new_run_id()
+        scored_at = now()
+        store.create_run(run_id, job.model, model.version, job.input.describe(),
+                         job.output.describe(), job.to_json(), job.schedule)
+        job.version = model.version
+    assert run_id is not None  # noqa: S101 - set on both paths
+    counts = _Counts()
+    summary = RunSummary(run_id, "running", job.model, model.version, 0, 0, 0, 0.0,
+                         job.output.describe())
+    sink = open_sink(job.output, job.rejects, run_id, job.mode, layout.output_schema,
+                     layout.rejects_schema, job.checkpoint_s)
+    try:
+        done = sink.open(resume=bool(resume))
+        if resume:
+            store.forget_chunks(run_id, done)
+            rec = store.get_run(run_id)
+            if rec is not None:
+                counts.rows_in, counts.rows_out = rec.rows_in, rec.rows_out
+                counts.rows_rejected = rec.rows_rejected
+        chunks = source.chunks(layout.read_columns, skip=done)
+        total = _total_rows(source)
+
+        def written(result: ChunkResult) -> None:
+            counts.pending[result.chunk] = (result.rows_in, result.output.num_rows,
+                                            result.rejects.num_rows)
+            counts.rows_in += result.rows_in
+            counts.rows_out += result.output.num_rows
+            counts.rows_rejected += result.rejects.num_rows
+            _record(store, run_id, counts, sink.write(result))
+            if counts.rows_in and counts.rows_rejected / counts.rows_in > job.max_reject_rate:
+                raise BatchError(f"{counts.rows_rejected} of {counts.rows_in} rows rejected "
+                                 f"({counts.rows_rejected / counts.rows_in:.1%}), over "
+                                 f"--max-reject-rate {job.max_reject_rate:.1%}; see the "
+                                 f"rejects output for the reasons")
+            if progress is not None:
+                progress(counts.rows_in, total, counts.rows_rejected)
+
+        if pool is None:
+            scorer = ChunkScorer(job, model, layout, run_id, scored_at, runtime=runtime)
+            _run_in_process(chunks, scorer, layout, written)
+        else:
+            runtime.unload()
+            pool.start(functools.partial(_build_scorer, job, model, layout, run_id, scored_at))
+            _run_with_pool(chunks, pool, written)
+            summary.worker_restarts = pool.restarts
+        _record(store, run_id, counts, sink.flush())
+        sink.publish(PublishInfo(run_id, job.model, model.version, job.keys, counts.rows_out))
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        message = ("interrupted (Ctrl-C or SIGTERM)" if status == "interrupted" else
+                   getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
+        if pool is not None:
+            pool.terminate()
+            pool = None
+        try:
+            _record(store, run_id, counts, sink.flush())
+        except Exception as flush_exc:  # noqa: BLE001 - the first error is the one to report
+            log.warning("could not save progress of run %s: %s", run_id, flush_exc)
+        sink.close()
+        store.finish_run(run_id, status, message)
+        summary.status, summary.error = status, message
+        _fill(summary, counts, started)
+        raise RunFailed(f"run {run_id} {status}: {message}. Continue it with "
+                        f"`ferry batch --resume {run_id}`", summary) from exc
+    finally:
+        if pool is not None:
+            pool.close()
+        source.close()
+    sink.close()
+    store.finish_run(run_id, "succeeded")
+    summary.status = "succeeded"
+    _fill(summary, counts, started)
+    return summary
+
+
+def _fill(summary: RunSummary, counts: _Counts, started: float) -> None:
+    summary.rows_in, summary.rows_out = counts.rows_in, counts.rows_out
+    summary.rows_rejected = counts.rows_rejected
+    summary.seconds = time.monotonic() - started
+
+
+def _record(store: RunStore, run_id: str, counts: _Counts, durable: list[int]) -> None:
+    if durable:
+        store.chunks_done(run_id, [(c, *counts.pending.pop(c)) for c in durable])
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _total_rows(source: Source) -> int | None:
+    files = getattr(source, "files", None)
+    return sum(f.metadata.num_rows for f in files) if files else None
+
+
+_END = object()
+
+
+def _threaded(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``items`` on a thread, ``depth`` ahead of the consumer; re-raise its errors."""
+    q: queue.Queue[Any] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="ferry-batch-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class _Writer:
+    """The writer thread: results in, ``written`` called in order; errors re-raised."""
+
+    def __init__(self, written: Callable[[ChunkResult], None]) -> None:
+        self.q: queue.Queue[Any] = queue.Queue(2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, args=(written,), daemon=True,
+                                       name="ferry-batch-writer")
+        self.thread.start()
+
+    def _loop(self, written: Callable[[ChunkResult], None]) -> None:
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if self.error is None:
+                try:
+                    written(item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the scorer thread
+                    self.error = exc
+
+    def put(self, result: ChunkResult) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(result)
+
+    def close(self) -> None:
+        self.q.put(_END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _run_in_process(chunks: Iterator[tuple[int, Payload]], scorer: ChunkScorer,
+                    layout: Layout, written: Callable[[ChunkResult], None]) -> None:
+    reader = SliceReader(layout.read_columns)
+    batches = _threaded((chunk, reader.read(payload)) for chunk, payload in chunks)
+    writer = _Writer(written)
+    try:
+        for chunk, batch in batches:
+            writer.put(scorer.score(chunk, batch))
+    finally:
+        writer.close()
+
+
+def _run_with_pool(chunks: Iterator[tuple[int, Payload]], pool: WorkerPool,
+                   written: Callable[[ChunkResult], None]) -> None:
+    order: list[int] = []
+    finished: dict[int, ChunkResult] = {}
+    exhausted = False
+    while True:
+        while not exhausted and pool.has_room() and len(order) < pool.n * 4:
+            item = next(chunks, None)
+            if item is None:
+                exhausted = True
+                break
+            order.append(item[0])
+            pool.submit(*item)
+        if not order:
+            return
+        for result in pool.results(timeout=1.0):
+            finished[result.chunk] = result
+        while order and order[0] in finished:
+            written(finished.pop(order.pop(0)))

@@ -1,0 +1,195 @@
+"""``WorkerPool``: N scoring processes, each holding one ``ChunkScorer``.
+
+Promises: chunks are handed to the least-loaded worker, at most ``depth`` in flight per
+worker; Parquet chunks travel as slices (the worker reads them), other chunks as Arrow
+record batches. When a worker dies (a crash in native code, the OOM killer) its chunks are
+given to a new worker once; a chunk whose second attempt also kills its worker raises
+``WorkerCrashed``. An exception inside a worker's scoring is not a crash: it is returned
+and fails the run with the worker's message.
+
+Workers are forked before the parent reads data (Arrow's thread pools must not be live at
+fork time) and each runs the runtime with one intra-op thread, so N workers use N cores
+without oversubscription.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ferry.batch.job import BatchError
+from ferry.batch.readers import Payload, SliceReader
+from ferry.batch.scoring import ChunkResult
+
+
+class WorkerCrashed(BatchError):
+    """A worker process died twice on the same chunk."""
+
+    http_status = 500
+
+
+class WorkerError(BatchError):
+    """Scoring raised inside a worker."""
+
+    http_status = 500
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    inflight: deque[tuple[int, Payload]]
+
+
+def _main(conn: Connection, cpu: int | None) -> None:
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            pass
+    try:
+        make_scorer = conn.recv()
+        scorer, columns = make_scorer()
+        reader = SliceReader(columns)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("init-error", None, f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None, None))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        chunk, payload = message
+        try:
+            result = scorer.score(chunk, reader.read(payload))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", chunk, getattr(exc, "message", None) or
+                       f"{type(exc).__name__}: {exc}"))
+        else:
+            conn.send(("ok", chunk, result))
+
+
+class WorkerPool:
+    def __init__(self, n: int, depth: int = 2, pin: bool = False) -> None:
+        self.n, self.depth, self.pin = n, depth, pin
+        self._ctx = mp.get_context("fork")
+        self._make_scorer: Callable[[], Any] | None = None
+        self._attempts: dict[int, int] = {}
+        self.restarts = 0
+        self.workers = [self._start(i) for i in range(n)]
+
+    def _start(self, i: int) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cpu = cpus[i % len(cpus)] if self.pin and cpus else None
+        process = self._ctx.Process(target=_main, args=(child, cpu), daemon=True,
+                                    name=f"ferry-batch-{i}")
+        process.start()
+        child.close()
+        worker = _Worker(process, parent, deque())
+        if self._make_scorer is not None:
+            self._init(worker)
+        return worker
+
+    def _init(self, worker: _Worker) -> None:
+        worker.conn.send(self._make_scorer)
+
+    def start(self, make_scorer: Callable[[], Any]) -> None:
+        """Send each worker the picklable ``make_scorer`` (returns ``(scorer, columns)``)
+        and wait until every worker has loaded the model."""
+        self._make_scorer = make_scorer
+        for w in self.workers:
+            self._init(w)
+        for w in self.workers:
+            kind, _, error = self._recv(w)
+            if kind != "ready":
+                raise WorkerError(f"a worker could not load the model: {error}")
+
+    def _recv(self, w: _Worker) -> Any:
+        try:
+            return w.conn.recv()
+        except (EOFError, OSError):
+            raise WorkerCrashed(f"worker {w.process.name} died while loading the model "
+                                f"(exit code {w.process.exitcode})") from None
+
+    @property
+    def inflight(self) -> int:
+        return sum(len(w.inflight) for w in self.workers)
+
+    def has_room(self) -> bool:
+        return self.inflight < self.n * self.depth
+
+    def submit(self, chunk: int, payload: Payload) -> None:
+        worker = min(self.workers, key=lambda w: len(w.inflight))
+        worker.inflight.append((chunk, payload))
+        worker.conn.send((chunk, payload))
+
+    def results(self, timeout: float | None = None) -> list[ChunkResult]:
+        """Wait for finished chunks (any order); handles dead workers as promised above."""
+        ready = wait([w.conn for w in self.workers if w.inflight]
+                     + [w.process.sentinel for w in self.workers if w.inflight], timeout)
+        out: list[ChunkResult] = []
+        for i, w in enumerate(list(self.workers)):
+            dead = w.process.sentinel in ready
+            if w.conn in ready or dead:
+                try:
+                    while w.conn.poll():
+                        kind, chunk, value = w.conn.recv()
+                        w.inflight.popleft()
+                        if kind == "error":
+                            raise WorkerError(f"chunk {chunk}: {value}")
+                        out.append(value)
+                except (EOFError, OSError):
+                    dead = True  # it died; what it had in flight is handled below
+            if dead or not w.process.is_alive():
+                self._replace(i, w)
+        return out
+
+    def _replace(self, i: int, dead: _Worker) -> None:
+        dead.process.join(1)
+        code = dead.process.exitcode
+        lost = list(dead.inflight)
+        for chunk, _ in lost:
+            self._attempts[chunk] = self._attempts.get(chunk, 1) + 1
+            if self._attempts[chunk] > 2:
+                raise WorkerCrashed(f"a worker died twice scoring chunk {chunk} (exit code "
+                                    f"{code}); the run stops here and can be resumed")
+        self.restarts += 1
+        dead.conn.close()
+        fresh = self._start(i)
+        kind, _, error = self._recv(fresh)
+        if kind != "ready":
+            raise WorkerError(f"a restarted worker could not load the model: {error}")
+        self.workers[i] = fresh
+        for chunk, payload in lost:
+            fresh.inflight.append((chunk, payload))
+            fresh.conn.send((chunk, payload))
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for w in self.workers:
+            w.process.join(2)
+            if w.process.is_alive():
+                w.process.terminate()
+                w.process.join(2)
+            w.conn.close()
+
+    def terminate(self) -> None:
+        for w in self.workers:
+            if w.process.is_alive():
+                w.process.terminate()
+        for w in self.workers:
+            w.process.join(2)
+            w.conn.close()

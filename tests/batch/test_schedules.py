@@ -1,0 +1,96 @@
+"""Schedules: the pure deciders, and the scheduler starting real runs through the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ferry.batch.records import RunRecord, RunStore
+from ferry.batch.schedules import Scheduler, due_fire, period, schedule_rows, staleness
+from tests.batch.conftest import iris_table, write_parquet
+from tests.batch.test_local import env, ferry  # noqa: F401 - fixture and helper
+
+T0 = datetime(2026, 11, 20, 1, 30, tzinfo=UTC)
+
+
+def _run(status: str, started: datetime) -> RunRecord:
+    return RunRecord("r", "m", 1, "i", "o", {}, "s", status, 1, 1, 0, 1, started, started,
+                     started, "boom" if status == "failed" else None, None)
+
+
+def test_due_fire_claims_the_latest_missed_fire_once() -> None:
+    nightly = "0 2 * * *"
+    assert due_fire(nightly, T0, None, T0 + timedelta(minutes=20)) is None  # not yet 02:00
+    fire = due_fire(nightly, T0, None, T0 + timedelta(minutes=31))
+    assert fire == datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+    assert due_fire(nightly, T0, fire, T0 + timedelta(hours=5)) is None  # already claimed
+    # down for three days: one catch-up run, for the latest fire only
+    assert due_fire(nightly, T0, fire, T0 + timedelta(days=3, hours=1)) == datetime(
+        2026, 11, 23, 2, 0, tzinfo=UTC)
+    assert period(nightly, T0) == timedelta(days=1)
+
+
+def test_staleness_rules() -> None:
+    cron, grace = "0 2 * * *", 3600.0
+    at = datetime(2026, 11, 22, 4, 0, tzinfo=UTC)
+    fresh = _run("succeeded", at - timedelta(hours=2))
+    assert not staleness(cron, grace, T0, fresh, fresh, at).stale
+    old = _run("succeeded", at - timedelta(hours=26))
+    state = staleness(cron, grace, T0, old, old, at)
+    assert state.stale and "over one period plus grace" in state.reason
+    failed = _run("failed", at - timedelta(hours=1))
+    assert staleness(cron, grace, T0, failed, fresh, at).stale
+    assert not staleness(cron, grace, at - timedelta(hours=1), None, None, at).stale
+    assert staleness(cron, grace, at - timedelta(days=2), None, None, at).stale
+
+
+def test_scheduler_runs_a_due_schedule_once_across_restarts(env: Path) -> None:  # noqa: F811
+    write_parquet(iris_table(500), env / "in.parquet")
+    ferry("schedule", "add", "hourly", "--cron", "0 * * * *", "--grace", "10m", "--", "batch",
+          "iris", "--input", str(env / "in.parquet"), "--output", str(env / "out.parquet"),
+          "--key", "id")
+    listed = ferry("schedule", "list")
+    assert "hourly" in listed.output and "never run" in listed.output
+    store = RunStore()
+    later = datetime.now(UTC) + timedelta(hours=1, minutes=1)
+    first = Scheduler(store, poll_s=0.1)
+    started = first.tick(at=later)
+    assert len(started) == 1
+    first.wait()
+    assert Scheduler(store).tick(at=later) == []  # a restarted scheduler: already claimed
+    [run] = store.list_runs(schedule="hourly")
+    assert (run.run_id, run.status, run.rows_in) == (started[0], "succeeded", 500)
+    assert pq.read_table(env / "out.parquet").num_rows == 500
+    rows = schedule_rows(store, at=later)
+    assert not rows[0]["stale"]
+    assert schedule_rows(store, at=later + timedelta(hours=2))[0]["stale"]
+    ferry("schedule", "remove", "hourly")
+    assert ferry("schedule", "list").output.strip() == "no schedules"
+    store.close()
+
+
+def test_schedule_list_flags_a_failed_run_stale(env: Path) -> None:  # noqa: F811
+    (env / "bad.csv").write_text("id,sepal_length,sepal_width,petal_length,petal_width\n"
+                                 "a,x,1,1,1\n")
+    ferry("schedule", "add", "broken", "--cron", "*/5 * * * *", "--", "batch", "iris",
+          "--input", str(env / "bad.csv"), "--output", str(env / "o.parquet"),
+          "--max-reject-rate", "0")
+    store = RunStore()
+    scheduler = Scheduler(store)
+    scheduler.tick(at=datetime.now(UTC) + timedelta(minutes=6))
+    scheduler.wait()
+    out = ferry("schedule", "list").output
+    assert "broken" in out and "STALE" in out and "last failed" in out
+    assert "rejected" in out
+    store.close()
+
+
+def test_schedule_add_rejects_bad_cron_and_commands(env: Path) -> None:  # noqa: F811
+    bad = ferry("schedule", "add", "x", "--cron", "every night", "--", "batch", "iris",
+                ok=False)
+    assert bad.exit_code == 2 and "not a cron expression" in bad.output
+    wrong = ferry("schedule", "add", "x", "--cron", "0 2 * * *", "--", "serve", ok=False)
+    assert wrong.exit_code == 2 and "batch MODEL" in wrong.output
+
