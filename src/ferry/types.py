@@ -25,6 +25,10 @@ class TensorSpec:
     allow_nan: bool = True
     """Whether NaN values are accepted (float inputs only)."""
 
+    def metadata(self) -> dict[str, Any]:
+        """The V2 tensor metadata: ``{"name", "datatype", "shape"}``."""
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
 
 @dataclass(frozen=True, slots=True)
 class Signature:

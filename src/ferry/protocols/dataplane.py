@@ -21,8 +21,7 @@ from ferry.errors import (FerryError, Forbidden, ModelNotReady, Unauthorized,
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.manager import ModelManager
 from ferry.scheduler.tensors import check_inputs
-from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature,
-                         TensorSpec)
+from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
@@ -57,10 +56,6 @@ class InferenceObserver(Protocol):
 
 def _outcome(exc: FerryError) -> str:
     return _CAMEL.sub("_", type(exc).__name__).lower()
-
-
-def _tensor(spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
 class DataPlane:
@@ -110,8 +105,8 @@ class DataPlane:
             "name": name,
             "versions": [str(v) for v in (versions if version is None else [version])],
             "platform": self._platform(harness),
-            "inputs": [_tensor(s) for s in signature.inputs],
-            "outputs": [_tensor(s) for s in signature.outputs],
+            "inputs": [s.metadata() for s in signature.inputs],
+            "outputs": [s.metadata() for s in signature.outputs],
             "ferry": {
                 "max_batch_size": harness.max_batch_size if harness else 0,
                 "error": served.entry.error,

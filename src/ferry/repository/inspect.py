@@ -30,11 +30,7 @@ async def _inspect(root: Path, trust_pickles: bool) -> list[dict[str, Any]]:
             rows.append({"model": name, "version": number, "runtime": h.runtime_name,
                          "state": h.state.value, "reason": h.reason,
                          "max_batch_size": h.max_batch_size, "sha256": h.sha256,
-                         "inputs": [_tensor(t) for t in h.signature.inputs],
-                         "outputs": [_tensor(t) for t in h.signature.outputs]})
+                         "inputs": [t.metadata() for t in h.signature.inputs],
+                         "outputs": [t.metadata() for t in h.signature.outputs]})
     await manager.close()
     return rows
-
-
-def _tensor(t: Any) -> dict[str, Any]:
-    return {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)}
