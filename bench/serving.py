@@ -141,6 +141,11 @@ def measure_point(url: str, body: Path, conc: int, args: argparse.Namespace,
 
 
 # ------------------------------------------------------------------------------- ferry
+FERRY_ARGS = ["--store", os.environ.get("FERRY_BENCH_STORE", "none")]
+"""The serving benchmark measures the request path; bench/evalstore_logging.py measures
+the cost of recording predictions (set FERRY_BENCH_STORE to a store URL to include it)."""
+
+
 class Ferry:
     """A ``ferry serve`` process pinned to the server CPU, on a port the OS picks."""
 
@@ -149,7 +154,7 @@ class Ferry:
         self._log = logfile.open("w")
         self.proc = subprocess.Popen(
             ["taskset", "-c", SERVER_CPU, str(exe), "serve", str(repo), "--http-port", "0",
-             "--log-level", "warning"],
+             "--grpc-port", "-1", "--log-level", "warning", *FERRY_ARGS],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.base = self._wait_listening()
 
