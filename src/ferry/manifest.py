@@ -116,6 +116,10 @@ class ModelManifest(_Strict):
     """Queueing and batching settings."""
     instances: Annotated[int, Field(gt=0)] = 1
     """How many copies of each version execute concurrently."""
+    execution: Literal["auto", "thread", "inline"] = "auto"
+    """Where batches run: ``thread`` on each instance's thread; ``inline`` on the event loop
+    thread; ``auto`` inline while a single instance answers in under 0.5 ms, else on its
+    thread (see ``scheduler/instances.py``)."""
     threads: Annotated[int, Field(gt=0)] = 1
     """Threads per instance inside the runtime (ONNX Runtime intra-op threads)."""
     version_policy: VersionPolicy = VersionPolicy()

@@ -87,9 +87,11 @@ class VersionHarness:
         self._runtimes = runtimes
         self._pool = InstancePool(runtimes if len(runtimes) == self.manifest.instances
                                   else runtimes * self.manifest.instances,
-                                  f"{self.model}-{self.version}")
+                                  f"{self.model}-{self.version}", self.manifest.execution)
+        fixed = all(d != -1 for spec in self.signature.inputs for d in spec.shape[1:])
         self.batcher = DynamicBatcher(self._pool, self.max_batch_size,
-                                      self.manifest.dynamic_batching, self.metrics.batch_done)
+                                      self.manifest.dynamic_batching, self.metrics.batch_done,
+                                      fixed_shapes=fixed)
         batcher = self.batcher
         self.metrics.track_queue(lambda: batcher.queued_rows)
         self.load_seconds = time.monotonic() - started

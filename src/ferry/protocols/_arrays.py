@@ -52,9 +52,14 @@ def from_json(data: Any, datatype: str, field: str) -> np.ndarray:
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise DatatypeMismatch(f"{field}: values outside the range of {datatype}")
     if datatype in FLOAT_TYPES:
-        with np.errstate(over="ignore"):
+        # JSON numbers are finite, so an infinite sum after the cast means a value overflowed
+        # (one reduction, in float64 so finite float32 values cannot add up to inf); an
+        # errstate block per request would cost more than the rest of this function
+        try:
             out = arr.astype(target)
-        if np.isinf(out).any():  # JSON numbers are finite: inf here is an overflow
+        except RuntimeWarning:  # numpy's overflow warning, where warnings are errors
+            out = None
+        if out is None or not math.isfinite(np.add.reduce(out, axis=None, dtype=np.float64)):
             raise DatatypeMismatch(f"{field}: values outside the range of {datatype}")
         return out
     return arr.astype(target)

@@ -77,6 +77,7 @@ class Router:
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, Handler]] = {}
         self._patterns: list[tuple[re.Pattern[str], dict[str, Handler]]] = []
+        self._recent: dict[tuple[str, str], tuple[Handler, dict[str, str]]] = {}
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         if "{" not in path:
@@ -91,6 +92,17 @@ class Router:
         self._patterns.append((regex, {method: handler}))
 
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+        """The handler and path parameters (a fresh dict) for a request."""
+        hit = self._recent.get((method, path))
+        if hit is not None:
+            return hit[0], dict(hit[1])
+        handler, params = self._match(method, path)
+        if len(self._recent) >= 1024:  # paths repeat (a few models): remember the last ones
+            self._recent.clear()
+        self._recent[(method, path)] = (handler, params)
+        return handler, dict(params)
+
+    def _match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         methods = self._exact.get(path)
         params: dict[str, str] = {}
         if methods is None:
@@ -111,10 +123,17 @@ class Router:
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
 
+_JSON_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+
+
 def _encode(response: Response, keep_alive: bool) -> bytes:
-    head = [_STATUS_LINES.get(response.status, b"HTTP/1.1 %d Unknown\r\n" % response.status),
-            b"content-type: ", response.content_type.encode(), b"\r\ncontent-length: ",
-            str(len(response.body)).encode(), b"\r\n"]
+    if response.status == 200 and response.content_type == "application/json":
+        head = [_JSON_200, str(len(response.body)).encode(), b"\r\n"]
+    else:
+        head = [_STATUS_LINES.get(response.status,
+                                  b"HTTP/1.1 %d Unknown\r\n" % response.status),
+                b"content-type: ", response.content_type.encode(), b"\r\ncontent-length: ",
+                str(len(response.body)).encode(), b"\r\n"]
     if response.headers:
         for name, value in response.headers:
             head.append(f"{name}: {value}\r\n".encode("latin-1"))

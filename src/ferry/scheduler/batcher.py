@@ -54,10 +54,13 @@ class DynamicBatcher:
     """Queues requests for one version and feeds batches to its instance pool."""
 
     def __init__(self, pool: InstancePool, max_batch_size: int, config: DynamicBatching,
-                 observe: BatchObserver = _ignore) -> None:
+                 observe: BatchObserver = _ignore, fixed_shapes: bool = False) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._batching = max_batch_size > 0
+        self._fixed_shapes = fixed_shapes
+        """Every input's non-batch dimensions are fixed (checked before queueing), so any
+        two requests can share a batch without comparing shapes."""
         self._max_rows = max(max_batch_size, 1)
         self._delay = config.max_queue_delay_ms / 1000.0
         self._preferred = frozenset(config.preferred_batch_sizes)
@@ -133,6 +136,7 @@ class DynamicBatcher:
             if batch:
                 if not self._batching or rows + item.rows > self._max_rows:
                     break
+            if batch and not self._fixed_shapes:
                 item_key = shape_key(item.inputs)
                 if key is None:
                     key = shape_key(batch[0].inputs)
