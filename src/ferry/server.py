@@ -67,7 +67,8 @@ class FerryServer:
                 self.alerts = AlertLoop(self.store, self.metrics, self.settings.alerts_interval_s)
                 self.alerts.start()
         self._http, self._http_state = await serve_http(
-            router, self.settings.host, self.settings.http_port, self.settings.max_body_bytes)
+            router, self.settings.host, self.settings.http_port, self.settings.max_body_bytes,
+            self.settings.keep_alive_s)
         self.http_port = self._http.sockets[0].getsockname()[1]
         ready = sum(h.ready for m in self.manager.models.values() for h in m.versions.values())
         total = sum(len(m.versions) for m in self.manager.models.values())

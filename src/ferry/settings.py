@@ -52,6 +52,8 @@ class ServerSettings(BaseSettings):
     """Allow runtimes that unpickle artifacts (sklearn): loading a pickle runs its code."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging level of the server."""
+    keep_alive_s: Annotated[float, Field(gt=0)] = 75.0
+    """Close HTTP connections idle (nothing running, nothing received) for this long."""
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     """Largest request body; bigger ones get 413 without being read."""
     request_timeout_s: Annotated[float, Field(ge=0)] = 60.0

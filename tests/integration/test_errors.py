@@ -201,3 +201,19 @@ def test_model_deadline_from_request_parameters(server):
     response = server.client.post("/v2/models/echo/infer", json=body)
     assert response.status_code == 504
     assert "deadline passed" in response.json()["error"]
+
+
+def test_idle_connections_are_closed(test_repo):
+    from tests.conftest import ServerProcess
+
+    quick = ServerProcess(test_repo, "--keep-alive-s", "0.5")
+    try:
+        host, port = quick.hostport.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as idle, \
+                socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n")  # never ends
+            assert idle.recv(1024) == b""  # closed by the server, not by the 10 s timeout
+            assert slow.recv(1024) == b""
+        assert quick.client.post(IRIS, json={"inputs": [tensor()]}).status_code == 200
+    finally:
+        quick.stop()

@@ -36,6 +36,8 @@ import click
               help="Load pickle/joblib artifacts (this runs code from them).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default=None, help="Logging level (default info).")
+@click.option("--keep-alive-s", type=float, default=None,
+              help="Close idle HTTP connections after this many seconds (default 75).")
 @click.option("--max-body-bytes", type=int, default=None,
               help="Largest request body (default 64 MiB); larger gets 413.")
 @click.option("--request-timeout-s", type=float, default=None,

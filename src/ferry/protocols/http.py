@@ -147,11 +147,25 @@ def _encode(response: Response, keep_alive: bool) -> bytes:
 class HttpServerState:
     """What every connection of one server shares: router, limits, open connections."""
 
-    def __init__(self, router: Router, max_body_bytes: int) -> None:
+    def __init__(self, router: Router, max_body_bytes: int, idle_timeout: float = 75.0) -> None:
         self.router = router
         self.max_body_bytes = max_body_bytes
+        self.idle_timeout = idle_timeout
+        """Connections with nothing running and no bytes received for this long are closed
+        (kept-alive clients that went quiet, and slow-loris senders)."""
         self.connections: set[HttpConnection] = set()
         self.draining = False
+        self.sweeper: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> None:
+        """Close idle connections, checking a few times per timeout (no timer per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.05, min(5.0, self.idle_timeout / 4)))
+            cutoff = loop.time() - self.idle_timeout
+            for conn in list(self.connections):
+                if conn.last_active < cutoff:
+                    conn.close_if_idle()
 
 
 class HttpConnection(asyncio.Protocol):
@@ -171,6 +185,7 @@ class HttpConnection(asyncio.Protocol):
         self._keep_alive = True
         self._closing = False
         self._client: str | None = None
+        self.last_active = self._loop.time()
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -189,6 +204,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        self.last_active = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -249,6 +265,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _finish(self, task: asyncio.Task[Response]) -> None:
         self._task = None
+        self.last_active = self._loop.time()
         transport = self._transport
         if transport is None or task.cancelled():
             return
@@ -272,6 +289,7 @@ class HttpConnection(asyncio.Protocol):
             self._transport.close()
 
     def close_if_idle(self) -> bool:
+        """Close unless a request is being handled; True once the connection is closed."""
         if self._task is None and self._transport is not None:
             self._transport.close()
             return True
@@ -295,19 +313,22 @@ async def _handle(router: Router, request: Request) -> Response:
         return json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
 
-async def serve_http(router: Router, host: str, port: int, max_body_bytes: int
-                     ) -> tuple[asyncio.Server, HttpServerState]:
+async def serve_http(router: Router, host: str, port: int, max_body_bytes: int,
+                     idle_timeout: float = 75.0) -> tuple[asyncio.Server, HttpServerState]:
     """Start listening; returns the server and the shared state (for draining)."""
-    state = HttpServerState(router, max_body_bytes)
+    state = HttpServerState(router, max_body_bytes, idle_timeout)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpConnection(state), host, port, backlog=2048,
                                       reuse_address=True)
+    state.sweeper = loop.create_task(state.sweep())
     return server, state
 
 
 async def drain(server: asyncio.Server, state: HttpServerState, timeout: float = 30.0) -> None:
     """Stop accepting, let in-flight requests finish, close every connection."""
     state.draining = True
+    if state.sweeper is not None:
+        state.sweeper.cancel()
     server.close()
     deadline = asyncio.get_running_loop().time() + timeout
     while state.connections and asyncio.get_running_loop().time() < deadline:
