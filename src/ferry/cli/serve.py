@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 
@@ -57,7 +59,7 @@ def serve(repo: str | None, **options: object) -> None:
     from ferry.server import run
     from ferry.settings import ServerSettings
 
-    values = {k: v for k, v in options.items() if v is not None and v != ()}
+    values: dict[str, Any] = {k: v for k, v in options.items() if v is not None and v != ()}
     if repo is not None:
         values["repository"] = repo
     try:

@@ -116,7 +116,8 @@ class _Histogram:
         self.total += value
 
     def family_sample(self) -> tuple[list[tuple[str, float]], float]:
-        buckets, running = [], 0
+        buckets: list[tuple[str, float]] = []
+        running = 0
         for bound, count in zip(self.bounds, self.counts, strict=False):
             running += count
             buckets.append((floatToGoString(bound), running))

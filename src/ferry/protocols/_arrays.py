@@ -112,7 +112,8 @@ def from_binary(raw: memoryview, datatype: str, shape: list[int], field: str) ->
     a 4-byte little-endian length before each element."""
     size = math.prod(shape)
     if datatype == "BYTES":
-        items, pos, end = [], 0, len(raw)
+        items: list[bytes] = []
+        pos, end = 0, len(raw)
         while pos < end:
             if pos + 4 > end:
                 raise MalformedRequest(f"{field}: BYTES element {len(items)} has a truncated "

@@ -7,7 +7,7 @@ binary extension is used) into an ``InferRequest``; ``encode_infer`` turns an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -58,8 +58,8 @@ def decode_infer(body: bytes, model: ModelRef, header_length: str | None = None
         field = f"input {name!r}"
         if name in inputs:
             raise MalformedRequest(f"{field} appears twice in inputs")
-        datatype = tensor.get("datatype")
-        dtype_of(datatype, field)
+        datatype = cast(str, tensor.get("datatype"))
+        dtype_of(datatype, field)  # raises unless it is a known V2 name
         shape = tensor.get("shape")
         params = tensor.get("parameters")
         size = params.get("binary_data_size") if isinstance(params, dict) else None
@@ -70,7 +70,7 @@ def decode_infer(body: bytes, model: ModelRef, header_length: str | None = None
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise MalformedRequest(f"{field}: binary_data_size {size!r} runs past the end of "
                                        f"the binary data ({len(binary) - offset} bytes left)")
-            check_shape(shape, field)
+            shape = check_shape(shape, field)
             arr = from_binary(binary[offset:offset + size], datatype, shape, field)
             offset += size
         else:

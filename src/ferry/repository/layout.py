@@ -40,11 +40,12 @@ def scan_repository(root: Path | ArtifactStorage) -> dict[str, ModelEntry]:
     return {name: scan_model(storage, name) for name in storage.list_models()}
 
 
-def scan_model(storage: ArtifactStorage | Path, name: str | None = None) -> ModelEntry:
+def scan_model(where: ArtifactStorage | Path, model: str | None = None) -> ModelEntry:
     """One model folder (``scan_model(path)`` reads a local folder directly)."""
-    if not isinstance(storage, ArtifactStorage):
-        storage, name = LocalStorage(storage.parent), storage.name
-    assert name is not None  # noqa: S101 - set above for the Path form
+    if isinstance(where, ArtifactStorage):
+        storage, name = where, model or ""
+    else:
+        storage, name = LocalStorage(where.parent), where.name
     source = f"{storage.uri}/{name}/{MANIFEST_FILE}"
     text = storage.read_manifest(name)
     manifest: ModelManifest | None

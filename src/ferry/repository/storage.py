@@ -14,13 +14,14 @@ import logging
 import os
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("ferry.repository")
 
 
-def _digest(items: list[tuple[str, ...]]) -> str:
+def _digest(items: Sequence[tuple[str, ...]]) -> str:
     h = hashlib.sha1(usedforsecurity=False)
     for item in sorted(items):
         h.update("\0".join(item).encode() + b"\n")

@@ -76,7 +76,9 @@ class Runtime(ABC):
         (e.g. the graph). None when neither side is known."""
         inputs = self.manifest.inputs
         outputs = self.manifest.outputs
-        if (inputs is None or outputs is None) and fallback is None:
+        if inputs is not None and outputs is not None:
+            return Signature(tuple(t.spec() for t in inputs), tuple(t.spec() for t in outputs))
+        if fallback is None:
             return None
         return Signature(
             tuple(t.spec() for t in inputs) if inputs is not None else fallback.inputs,

@@ -44,6 +44,7 @@ class SklearnRuntime(Runtime):
     def _infer_signature(self) -> Signature:
         n = int(getattr(self._model, "n_features_in_", -1))
         inputs = (TensorSpec("input", "FP64", (-1, n)),)
+        outputs: tuple[TensorSpec, ...]
         if self._proba:
             classes = np.asarray(self._model.classes_)
             label_type = "INT64" if classes.dtype.kind in "iu" else "BYTES"

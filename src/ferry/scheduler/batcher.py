@@ -119,7 +119,8 @@ class DynamicBatcher:
 
     def _take(self) -> list[_Item]:
         """Pop the next batch: queue order, same non-batch shape, at most max rows."""
-        queue, batch, rows, key = self._queue, [], 0, None
+        queue, rows, key = self._queue, 0, None
+        batch: list[_Item] = []
         now = time.monotonic()
         while queue:
             item = queue[0]
