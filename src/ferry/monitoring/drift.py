@@ -47,6 +47,9 @@ class DriftSettings:
     mmd_rows: int = 300
     """Rows per side in the multivariate test."""
     mmd_permutations: int = 100
+    exact_ks: bool = True
+    """Exact KS p-values for samples of at most ``EXACT_KS_MAX`` values (scipy's rule);
+    False: always the asymptotic one (coarse answers, e.g. the ``since`` slices)."""
 
 
 def _stats() -> Any:
@@ -73,7 +76,10 @@ def _clean(value: float | None) -> float | None:
 def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     """The 1-Wasserstein distance of two samples (the area between their CDFs), as
     ``scipy.stats.wasserstein_distance`` computes it, without its argsort of both."""
-    a, b = np.sort(a), np.sort(b)
+    return _wasserstein_sorted(np.sort(a), np.sort(b))
+
+
+def _wasserstein_sorted(a: np.ndarray, b: np.ndarray) -> float:
     both = np.concatenate([a, b])
     both.sort(kind="mergesort")
     deltas = np.diff(both)
@@ -82,26 +88,66 @@ def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(np.abs(cdf_a - cdf_b) * deltas))
 
 
+EXACT_KS_MAX = 10_000
+"""Up to this many values per side, ``ks_2samp`` computes the exact p-value (scipy's
+``method="auto"`` rule); above it, Smirnov's asymptotic distribution."""
+
+
+def ks_2samp(a: np.ndarray, b: np.ndarray, exact: bool = True) -> tuple[float, float]:
+    """The two-sided two-sample KS statistic and p-value of two **sorted** samples: the
+    same numbers as ``scipy.stats.ks_2samp(a, b)`` (method ``auto``), without its sorts.
+
+    Samples of more than ``EXACT_KS_MAX`` values (the usual case: 50,000-value
+    reservoirs) take scipy's ``asymp`` path, computed here on the sorted arrays with two
+    ``searchsorted``; smaller ones defer to scipy for the exact p-value, unless ``exact``
+    is False (then every size is asymptotic).
+    """
+    n1, n2 = len(a), len(b)
+    stats = _stats()
+    if exact and max(n1, n2) <= EXACT_KS_MAX:
+        ks = stats.ks_2samp(a, b)
+        return float(ks.statistic), float(ks.pvalue)
+    both = np.concatenate([a, b])
+    cdf1 = np.searchsorted(a, both, side="right") / n1
+    cdf2 = np.searchsorted(b, both, side="right") / n2
+    d = float(np.max(np.abs(cdf1 - cdf2)))
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    en = m * n / (m + n)
+    p = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0, 1))
+    return d, p
+
+
+def _sorted(x: np.ndarray) -> np.ndarray:
+    return x if len(x) < 2 or bool(np.all(x[1:] >= x[:-1])) else np.sort(x)
+
+
 def numeric_drift(ref: np.ndarray, cur: np.ndarray, ref_std: float | None,
                   s: DriftSettings) -> dict[str, Any]:
     """KS, Wasserstein, PSI and L-infinity on two numeric samples."""
-    stats = _stats()
-    ks = stats.ks_2samp(ref, cur)
-    w = wasserstein(ref, cur)
+    # one sort each, shared by every measure (reference samples are stored sorted)
+    ref, cur = _sorted(ref), _sorted(cur)
+    statistic, p_value = ks_2samp(ref, cur, exact=s.exact_ks)
+    w = _wasserstein_sorted(ref, cur)
     scale = ref_std if ref_std and ref_std > 0 else 1.0
-    edges = np.unique(np.quantile(ref, np.linspace(0, 1, 11)))
+    # deciles of the sorted reference (np.quantile's linear rule, without its partition)
+    pos = np.linspace(0, 1, 11) * (len(ref) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(ref) - 1)
+    edges = np.unique(ref[lo] + (ref[hi] - ref[lo]) * (pos - lo))
     if len(edges) > 2:
         inner = edges[1:-1]
-        p = np.bincount(np.searchsorted(inner, ref, side="right"), minlength=len(edges) - 1)
-        q = np.bincount(np.searchsorted(inner, cur, side="right"), minlength=len(edges) - 1)
+        # counts per bin from the sorted arrays: bin edges' positions, no per-value search
+        p = np.diff(np.concatenate([[0], np.searchsorted(ref, inner, side="left"),
+                                    [len(ref)]]))
+        q = np.diff(np.concatenate([[0], np.searchsorted(cur, inner, side="left"),
+                                    [len(cur)]]))
         psi = _psi(p / p.sum(), q / q.sum())
     else:
         psi = 0.0
     distance = w / scale
-    p_value = float(ks.pvalue)
-    return {"method": "ks+wasserstein", "statistic": float(ks.statistic), "p_value": p_value,
+    return {"method": "ks+wasserstein", "statistic": statistic, "p_value": p_value,
             "distance": distance, "wasserstein": w, "psi": psi,
-            "linf": float(ks.statistic),
+            "linf": statistic,
             "drifted": bool(p_value < s.alpha and distance >= s.wasserstein)}
 
 
@@ -153,18 +199,24 @@ def mmd_test(x: np.ndarray, y: np.ndarray, permutations: int, seed: int = 0
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0)
     med = np.median(d2[np.triu_indices(len(z), 1)])
     k = np.exp(-d2 / (med if med > 0 else 1.0))
-    n = len(x)
+    n, total = len(x), len(z)
+    m = total - n
     rng = np.random.default_rng(seed)
-
-    def stat(idx: np.ndarray) -> float:
-        a, b = idx[:n], idx[n:]
-        kxx, kyy, kxy = k[np.ix_(a, a)], k[np.ix_(b, b)], k[np.ix_(a, b)]
-        m = len(b)
-        return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1))
-                     + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
-
-    observed = stat(np.arange(len(z)))
-    hits = sum(stat(rng.permutation(len(z))) >= observed for _ in range(permutations))
+    # every split at once: row 0 the observed one, then the permutations; with 0/1
+    # indicator vectors a (first group) and b, sum(Kxx) = a'Ka, sum(Kyy) = b'Kb,
+    # sum(Kxy) = a'Kb, and the traces are the kernel's diagonal summed over each group
+    orders = np.vstack([np.arange(total)] + [rng.permutation(total)
+                                             for _ in range(permutations)])
+    a = np.zeros((len(orders), total))
+    np.put_along_axis(a, orders[:, :n], 1.0, axis=1)
+    b = 1.0 - a
+    ka, kb = a @ k, b @ k
+    diag = np.diag(k)
+    sxx, syy, sxy = (ka * a).sum(1), (kb * b).sum(1), (ka * b).sum(1)
+    stats = ((sxx - a @ diag) / (n * (n - 1)) + (syy - b @ diag) / (m * (m - 1))
+             - 2 * sxy / (n * m))
+    observed = float(stats[0])
+    hits = int(np.sum(stats[1:] >= observed))
     return observed, (hits + 1) / (permutations + 1)
 
 

@@ -162,7 +162,7 @@ def _is_null(values: np.ndarray) -> np.ndarray:
 
 
 def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
-                    rng: np.random.Generator) -> FeatureProfile:
+                    rng: np.random.Generator, sort: bool = False) -> FeatureProfile:
     """The profile of one column."""
     nulls = _is_null(values)
     present = values[~nulls] if nulls.any() else values
@@ -176,6 +176,8 @@ def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
             sketch.update(x)
             p.kll = sketch.serialize()
         p.sample = x if len(x) <= sample_size else rng.choice(x, sample_size, replace=False)
+        if sort:  # stored sorted: every drift test against it skips this sort
+            p.sample = np.sort(p.sample)
     else:
         text = np.array([v.decode() if isinstance(v, bytes) else str(v) for v in present],
                         dtype=object)
@@ -192,14 +194,15 @@ def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
 
 
 def build_profile(columns: dict[str, np.ndarray], kinds: dict[str, str],
-                  sample_size: int = 50_000, joint_size: int = 1000, seed: int = 0
-                  ) -> Profile:
+                  sample_size: int = 50_000, joint_size: int = 1000, seed: int = 0,
+                  sort: bool = False) -> Profile:
     """The profile of a table given as columns of equal length; ``kinds`` names each
     column ``numeric`` or ``categorical`` (columns not in ``kinds`` are ignored)."""
     rng = np.random.default_rng(seed)
     names = [n for n in kinds if n in columns]
     rows = len(columns[names[0]]) if names else 0
-    features = {n: profile_feature(n, kinds[n], np.asarray(columns[n]), sample_size, rng)
+    features = {n: profile_feature(n, kinds[n], np.asarray(columns[n]), sample_size, rng,
+                                    sort)
                 for n in names}
     numeric = [n for n in names if kinds[n] == "numeric"]
     joint = np.zeros((0, len(numeric)))
@@ -264,7 +267,7 @@ def reference_profile(columns: dict[str, np.ndarray], layout: FeatureLayout,
             raise ReferenceMismatch(f"reference column {f.name!r} holds "
                                     f"{columns[f.name].dtype} values but the model's input "
                                     f"{f.tensor!r} is numeric")
-    return build_profile(columns, kinds, sample_size)
+    return build_profile(columns, kinds, sample_size, sort=True)
 
 
 def find_reference_file(version_dir: Path) -> Path | None:

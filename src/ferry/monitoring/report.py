@@ -69,7 +69,8 @@ def _since(data: WindowData, columns: dict[str, np.ndarray], ref: Profile, name:
     slot = np.clip(np.searchsorted(edges, data.ts, side="right") - 1, 0, _SLICES - 1)
     rng = np.random.default_rng(0)
     loose = DriftSettings(alpha=1.0, wasserstein=s.wasserstein,
-                          jensen_shannon=s.jensen_shannon, min_rows=max(10, s.min_rows // 5))
+                          jensen_shannon=s.jensen_shannon, min_rows=max(10, s.min_rows // 5),
+                          exact_ks=False)
     since = None
     for i in range(_SLICES):
         mask = slot == i
