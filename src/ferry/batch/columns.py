@@ -124,9 +124,13 @@ class Rejects:
             self.add(np.flatnonzero(mask), reason)
 
 
-def to_tensors(plans: list[InputColumns], batch: pa.RecordBatch, rejects: Rejects) -> Tensors:
+def to_tensors(plans: list[InputColumns], batch: pa.RecordBatch, rejects: Rejects,
+               buffers: dict[str, np.ndarray] | None = None) -> Tensors:
     """The model's inputs for every row of ``batch``; rows that do not convert are marked
-    in ``rejects`` (their values in the arrays are zeros)."""
+    in ``rejects`` (their values in the arrays are zeros). ``[-1, k]`` inputs are built in
+    ``buffers[name]`` when given (kept between calls: reusing the memory saves the page
+    faults of a fresh multi-MB array per chunk), so the result is valid until the next call
+    with the same ``buffers``."""
     n = batch.num_rows
     tensors: Tensors = {}
     for plan in plans:
@@ -137,9 +141,15 @@ def to_tensors(plans: list[InputColumns], batch: pa.RecordBatch, rejects: Reject
         else:
             dtype = V2_TO_NUMPY[spec.datatype]
             if plan.matrix:
-                arr = np.empty((n, len(plan.columns)), dtype=dtype)
-                for j, c in enumerate(plan.columns):
-                    arr[:, j] = _numeric(batch.column(c), c, spec, rejects)
+                arr = _buffer(buffers, spec.name, n, len(plan.columns), dtype)
+                values = [_numeric(batch.column(c), c, spec, rejects) for c in plan.columns]
+                # Column -> row-major in row blocks that stay in cache: a strided write
+                # over a whole 65k-row chunk was measured 4x slower than over 4k rows.
+                step = max(256, (1 << 20) // max(1, arr.itemsize * len(values)))
+                for start in range(0, n, step):
+                    block = arr[start:start + step]
+                    for j, v in enumerate(values):
+                        block[:, j] = v[start:start + step]
             else:
                 arr = np.ascontiguousarray(_numeric(batch.column(plan.columns[0]),
                                                     plan.columns[0], spec, rejects))
@@ -149,6 +159,16 @@ def to_tensors(plans: list[InputColumns], batch: pa.RecordBatch, rejects: Reject
                                       f"forbids (allow_nan: false)")
         tensors[spec.name] = arr
     return tensors
+
+
+def _buffer(buffers: dict[str, np.ndarray] | None, name: str, n: int, k: int,
+            dtype: np.dtype) -> np.ndarray:
+    if buffers is None:
+        return np.empty((n, k), dtype=dtype)
+    have = buffers.get(name)
+    if have is None or have.shape[0] < n or have.shape[1] != k or have.dtype != dtype:
+        have = buffers[name] = np.empty((n, k), dtype=dtype)
+    return have[:n]
 
 
 def _numeric(col: pa.Array, name: str, spec: TensorSpec, rejects: Rejects) -> np.ndarray:

@@ -157,7 +157,12 @@ class BatchJob:
     batch_rows: int | None = None
     """Rows per model call; None = chosen from the input width (8192 for 32 features)."""
     workers: int = 1
-    """Scoring processes; 1 scores in this process with reading and writing on threads."""
+    """Scoring processes; 1 scores in this process with reading and writing on threads.
+    With the Ray engine: actors in the pool, 0 = one per CPU of the Ray cluster."""
+    engine: str = "local"
+    """``local`` (this machine) or ``ray`` (Ray Data; needs ``ferry[ray]``)."""
+    ray_address: str | None = None
+    """The Ray cluster (``auto``, ``ray://host:10001``); None starts a local Ray."""
     checkpoint_s: float = 30.0
     """Seconds between durable checkpoints of the output (what a resume can skip)."""
     trust_pickles: bool = False

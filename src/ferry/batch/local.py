@@ -31,7 +31,7 @@ from ferry.batch import model as models
 from ferry.batch.job import BatchError, BatchJob
 from ferry.batch.readers import Payload, SliceReader, Source, open_source
 from ferry.batch.records import RunStore, new_run_id, now
-from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, make_layout
+from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta, make_layout
 from ferry.batch.workers import WorkerPool
 from ferry.batch.writers import PublishInfo, open_sink
 from ferry.errors import FerryError
@@ -98,7 +98,8 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
         job.version = record.version
         run_id, scored_at = resume, record.started_at
     model = models.resolve(Path(job.repository), job.model, job.version)
-    pool = WorkerPool(job.workers, pin=pin_workers) if job.workers > 1 else None
+    local = job.engine != "ray"
+    pool = WorkerPool(job.workers, pin=pin_workers) if local and job.workers > 1 else None
     try:
         runtime = models.load(model, job.trust_pickles, threads=1)
         source = open_source(job.input, job.chunk_rows)
@@ -147,13 +148,18 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
             if progress is not None:
                 progress(counts.rows_in, total, counts.rows_rejected)
 
-        if pool is None:
+        if not local:
+            from ferry.batch.ray import run_on_ray
+
+            runtime.unload()
+            run_on_ray(chunks, job, model, layout, run_id, scored_at, written, job.ray_address)
+        elif pool is None:
             scorer = ChunkScorer(job, model, layout, run_id, scored_at, runtime=runtime)
             _run_in_process(chunks, scorer, layout, written)
         else:
             runtime.unload()
             pool.start(functools.partial(_build_scorer, job, model, layout, run_id, scored_at))
-            _run_with_pool(chunks, pool, written)
+            _run_with_pool(chunks, pool, written, Meta(model.version, run_id, scored_at))
             summary.worker_restarts = pool.restarts
         _record(store, run_id, counts, sink.flush())
         sink.publish(PublishInfo(run_id, job.model, model.version, job.keys, counts.rows_out))
@@ -284,6 +290,12 @@ class _Writer:
 def _run_in_process(chunks: Iterator[tuple[int, Payload]], scorer: ChunkScorer,
                     layout: Layout, written: Callable[[ChunkResult], None]) -> None:
     reader = SliceReader(layout.read_columns)
+    if _cpus() == 1:
+        # One core: threads cannot overlap anything, and their switching was measured to
+        # cost ~9 % (4.06 s vs 3.7 s for 2M tabular rows), so read, score, write in turn.
+        for chunk, payload in chunks:
+            written(scorer.score(chunk, reader.read(payload)))
+        return
     batches = _threaded((chunk, reader.read(payload)) for chunk, payload in chunks)
     writer = _Writer(written)
     try:
@@ -293,22 +305,36 @@ def _run_in_process(chunks: Iterator[tuple[int, Payload]], scorer: ChunkScorer,
         writer.close()
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (``taskset``, cgroup cpusets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def _run_with_pool(chunks: Iterator[tuple[int, Payload]], pool: WorkerPool,
-                   written: Callable[[ChunkResult], None]) -> None:
+                   written: Callable[[ChunkResult], None], meta: Meta) -> None:
+    """Keep the workers fed from this thread; write (in chunk order) on the writer thread,
+    so a slow write never leaves a worker idle."""
     order: list[int] = []
     finished: dict[int, ChunkResult] = {}
     exhausted = False
-    while True:
-        while not exhausted and pool.has_room() and len(order) < pool.n * 4:
-            item = next(chunks, None)
-            if item is None:
-                exhausted = True
-                break
-            order.append(item[0])
-            pool.submit(*item)
-        if not order:
-            return
-        for result in pool.results(timeout=1.0):
-            finished[result.chunk] = result
-        while order and order[0] in finished:
-            written(finished.pop(order.pop(0)))
+    writer = _Writer(written)
+    try:
+        while True:
+            while not exhausted and pool.has_room() and len(order) < pool.n * 4:
+                item = next(chunks, None)
+                if item is None:
+                    exhausted = True
+                    break
+                order.append(item[0])
+                pool.submit(*item)
+            if not order:
+                return
+            for result in pool.results(timeout=1.0):
+                finished[result.chunk] = result
+            while order and order[0] in finished:
+                writer.put(meta.restore(finished.pop(order.pop(0))))
+    finally:
+        writer.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 from ferry.batch.job import BatchError
 from ferry.batch.readers import Payload, SliceReader
-from ferry.batch.scoring import ChunkResult
+from ferry.batch.scoring import ChunkResult, Meta
 
 
 class WorkerCrashed(BatchError):
@@ -74,7 +74,7 @@ def _main(conn: Connection, cpu: int | None) -> None:
             conn.send(("error", chunk, getattr(exc, "message", None) or
                        f"{type(exc).__name__}: {exc}"))
         else:
-            conn.send(("ok", chunk, result))
+            conn.send(("ok", chunk, Meta.strip(result)))
 
 
 class WorkerPool:
@@ -130,7 +130,10 @@ class WorkerPool:
     def submit(self, chunk: int, payload: Payload) -> None:
         worker = min(self.workers, key=lambda w: len(w.inflight))
         worker.inflight.append((chunk, payload))
-        worker.conn.send((chunk, payload))
+        try:
+            worker.conn.send((chunk, payload))
+        except OSError:  # it just died: results() sees it and retries what it had in flight
+            pass
 
     def results(self, timeout: float | None = None) -> list[ChunkResult]:
         """Wait for finished chunks (any order); handles dead workers as promised above."""

@@ -21,6 +21,8 @@ _EPILOG = """Examples:
   ferry batch fraud --input 'postgresql://host/db?table=transactions' \\
       --output 'postgresql://host/db?table=fraud_scores' --key txn_id
   ferry batch tabular --input rows.parquet --output out.parquet --map 'input=f{i}'
+  ferry batch fraud --input 'day=2026-11-20/*.parquet' --output preds.parquet \\
+      --engine ray --ray-address auto
   ferry batch --resume 20261121-020000-1a2b3c4d
   ferry batch runs
 """
@@ -68,8 +70,9 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Read a feature/input from another column; 'input=f{i}' or 'input=a,b,c' "
                    "for a [-1,k] input.")
 @click.option("--version", "version", type=int, help="Model version (default: the newest live).")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Scoring processes (one core each).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Scoring processes, one core each (default 1); with --engine ray, actors "
+                   "(default: one per CPU of the Ray cluster).")
 @click.option("--chunk-rows", type=click.IntRange(1), default=65536, show_default=True,
               help="Rows per chunk: the unit of progress and resume.")
 @click.option("--batch-rows", type=click.IntRange(1), help="Rows per model call (default: "
@@ -86,8 +89,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--output-format", type=click.Choice(["parquet", "csv"]))
 @click.option("--trust-pickles", is_flag=True, envvar="FERRY_TRUST_PICKLES",
               help="Also load pickle/joblib models (this runs code from them).")
-@click.option("--engine", type=click.Choice(["local"]), default="local", show_default=True,
-              help="Where to score (the Ray engine is not available yet).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Score on this machine, or on Ray Data (pip install "
+                                      "'ferry[ray]'; Parquet inputs).")
+@click.option("--ray-address", metavar="ADDRESS", help="Ray cluster to use with --engine ray "
+                                                       "(auto, ray://host:10001); default: "
+                                                       "start a local Ray.")
 @click.option("--resume", metavar="RUN_ID", help="Continue a failed or interrupted run.")
 @click.option("--run-id", hidden=True)
 @click.option("--schedule", hidden=True, help="Set by the scheduler.")
@@ -97,11 +104,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @_store_option
 def score(model: str | None, input_: str | None, output: str | None, table: str | None,
           input_table: str | None, keys: tuple[str, ...], passthrough: tuple[str, ...],
-          maps: tuple[str, ...], version: int | None, workers: int, chunk_rows: int,
+          maps: tuple[str, ...], version: int | None, workers: int | None, chunk_rows: int,
           batch_rows: int | None, checkpoint_s: float, rejects: str | None,
           max_reject_rate: float, mode: str,
           input_format: str | None, output_format: str | None, trust_pickles: bool,
-          engine: str, resume: str | None, run_id: str | None, schedule: str | None,
+          engine: str, ray_address: str | None, resume: str | None, run_id: str | None,
+          schedule: str | None,
           pin_workers: bool, quiet: bool, repository: str | None, store: str | None) -> None:
     """Score MODEL over --input and write predictions to --output."""
     from ferry.batch.job import BatchJob, parse_input, parse_output
@@ -126,8 +134,9 @@ def score(model: str | None, input_: str | None, output: str | None, table: str 
                 repository=str(resolve_repository(repository)), version=version,
                 keys=_split(keys), passthrough=_split(passthrough), mapping=mapping, mode=mode,
                 rejects=rejects, max_reject_rate=max_reject_rate, chunk_rows=chunk_rows,
-                batch_rows=batch_rows, checkpoint_s=checkpoint_s, workers=workers,
-                trust_pickles=trust_pickles,
+                batch_rows=batch_rows, checkpoint_s=checkpoint_s,
+                workers=workers or (0 if engine == "ray" else 1), engine=engine,
+                ray_address=ray_address, trust_pickles=trust_pickles,
                 schedule=schedule)
         runs = RunStore(store)
     except FerryError as exc:
