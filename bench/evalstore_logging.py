@@ -94,7 +94,7 @@ def main() -> None:
                     import sqlite3
 
                     with sqlite3.connect(db) as conn:
-                        rows_logged = conn.execute("select count(*) from predictions"
+                        rows_logged = conn.execute("select count(*) from prediction_index"
                                                    ).fetchone()[0]
                 print(f"round {r} logging {mode:3}: {point['rps']:8.0f} req/s  p50 "
                       f"{point['p50_us'] / 1000:.2f} ms  p99 {point['p99_us'] / 1000:.2f} ms  "

@@ -8,6 +8,7 @@ around SIGINT/SIGTERM on a uvloop event loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -55,6 +56,10 @@ class FerryServer:
         if mode == "poll" and self.settings.poll_s > 0:
             self._poller = asyncio.get_running_loop().create_task(
                 self.manager.poll(self.settings.poll_s))
+        # the startup heap (modules, models) never becomes garbage: keep it out of the
+        # collector's full passes, which otherwise rescan it while requests wait
+        gc.collect()
+        gc.freeze()
         router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
         from ferry.batch.routes import add_routes as add_prediction_routes
         add_prediction_routes(router, self.settings.predictions_url)

@@ -8,7 +8,7 @@ import time
 
 from sqlalchemy import select
 
-from ferry.evalstore.schema import open_engine, predictions
+from ferry.evalstore.schema import open_engine, prediction_index
 from tests.conftest import ServerProcess
 from tests.evalstore.test_store import count, send
 
@@ -39,7 +39,7 @@ def test_sigkill_loses_at_most_the_unflushed_window(monitor_repo, tmp_path):
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
-            stored = set(conn.execute(select(predictions.c.request_id)).scalars())
+            stored = set(conn.execute(select(prediction_index.c.request_id)).scalars())
     finally:
         engine.dispose()
     old_enough = {rid for t, rid in answered if t < killed - FLUSH_S - SLACK_S}

@@ -2,11 +2,12 @@
 
 Contract: ``parse_feedback`` accepts ``{"request_id", "label"|"reward"}`` or
 ``{"feedback": [...]}`` and raises ``MalformedRequest`` naming the bad field. ``record``
-checks every id against the writer (buffered, in flight, spilled) and then the database,
-in that order: the writer only forgets a record after it is committed, so a record is never
-missed in between. Unknown ids: ``RequestNotFound`` listing them, and nothing of the call is
-kept. Known ids are appended to ``feedback``; the newest row per id wins when joining, and
-older ones stay (``duplicates`` in the answer counts ids that already had feedback).
+checks every id against the writer (buffered, in flight, spilled) and then the database
+(``prediction_index``), in that order: the writer only forgets a record after it is
+committed, so a record is never missed in between. Unknown ids: ``RequestNotFound``
+listing them, and nothing of the call is kept. Known ids are appended to ``feedback``; the
+newest row per id wins when joining, and older ones stay (``duplicates`` in the answer
+counts ids that already had feedback).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from ferry.errors import MalformedRequest, RequestNotFound
-from ferry.evalstore.schema import feedback, predictions
+from ferry.evalstore.schema import feedback, prediction_index
 from ferry.evalstore.writer import StoreWriter
 
 MAX_ITEMS = 10_000
@@ -77,8 +78,8 @@ def record(engine: Engine, writer: StoreWriter | None, items: list[FeedbackItem]
     with engine.begin() as conn:
         for start in range(0, len(rest), 500):
             chunk = rest[start:start + 500]
-            known.update(conn.execute(select(predictions.c.request_id).where(
-                predictions.c.request_id.in_(chunk)).distinct()).scalars())
+            known.update(conn.execute(select(prediction_index.c.request_id).where(
+                prediction_index.c.request_id.in_(chunk)).distinct()).scalars())
         unknown = [i for i in ids if i not in known]
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:10])

@@ -6,9 +6,15 @@ Tables (SQLAlchemy Core, one ``MetaData``):
   are numbered functions in ``_MIGRATIONS``; ``open_engine`` applies the missing ones in
   order inside a transaction, so two servers opening the same PostgreSQL store at once
   converge (the loser of a race sees the table and skips).
-- ``predictions``: one row per recorded inference (not per value): request id, time,
-  model, version, endpoint, outcome, latency, row count, and the inputs and outputs as one
-  compact blob each (``evalstore.codec``).
+- ``prediction_batches`` (v2): one row per model version per writer flush: the records'
+  inputs and outputs stacked into one ``codec`` blob each, their timestamps, latencies and
+  row counts as one more blob, their request ids as a JSON list, and ``ts_min``/``ts_max``
+  for window queries (``evalstore.batches``).
+- ``prediction_index`` (v2): request id → (batch id, position in the batch), for feedback
+  lookups and joins; the only per-record rows: three narrow columns in one B-tree keyed by
+  request id (retention deletes by batch id scan it, once an hour).
+- ``predictions`` (v1, legacy): one row per record. Migration 2 converts its rows into
+  batches (in the migrating transaction) and drops it.
 - ``feedback``: append-only; the newest row per request id wins (duplicates are kept, so
   every label ever sent is recorded).
 - ``model_versions``: the feature layout of each served version, so tools reading the store
@@ -52,7 +58,7 @@ schema_versions = Table(
     Column("applied", Float, nullable=False),
 )
 
-predictions = Table(
+predictions = Table(  # v1 only: migration 2 converts its rows to batches and drops it
     "predictions", metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
            autoincrement=True),
@@ -69,6 +75,34 @@ predictions = Table(
     Column("outputs", LargeBinary),
     Index("ix_predictions_model_ts", "model", "ts"),
     Index("ix_predictions_request_id", "request_id"),
+)
+
+prediction_batches = Table(
+    "prediction_batches", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("ts_min", Float, nullable=False),
+    Column("ts_max", Float, nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("request_ids", Text, nullable=False),  # JSON list, record order
+    Column("meta", LargeBinary, nullable=False),  # codec: ts, latency_ms, rows per record
+    Column("extra", Text),  # JSON outcome/error/endpoint lists, NULL when all defaults
+    Column("inputs", LargeBinary, nullable=False),
+    Column("outputs", LargeBinary),
+    Index("ix_prediction_batches_model_ts", "model", "ts_min"),
+)
+
+prediction_index = Table(  # one B-tree keyed by request id (no rowid, no second index)
+    "prediction_index", metadata,
+    Column("request_id", String(128), primary_key=True),
+    Column("batch_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=False),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
 )
 
 feedback = Table(
@@ -106,7 +140,27 @@ def _v1(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-_MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    """Batched predictions: convert every v1 row, oldest first, then drop ``predictions``."""
+    from ferry.evalstore.batches import build_batches, insert_batches, records_of
+
+    prediction_batches.create(conn, checkfirst=True)
+    prediction_index.create(conn, checkfirst=True)
+    if not inspect(conn).has_table("predictions"):
+        return
+    cols = predictions.c
+    last = 0
+    while True:
+        rows = [dict(r._mapping) for r in conn.execute(
+            predictions.select().where(cols.id > last).order_by(cols.id).limit(4096))]
+        if not rows:
+            break
+        last = rows[-1]["id"]
+        insert_batches(conn, build_batches(records_of(rows)))
+    predictions.drop(conn)
+
+
+_MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 """Migration N is ``_MIGRATIONS[N - 1]``; append, never edit a released one."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -1,10 +1,12 @@
-"""A bounded on-disk spill for prediction rows the database could not take.
+"""A bounded on-disk spill for prediction batches the database could not take.
 
-Each spill is one JSON-lines file of encoded rows (blobs as base64), written to a temporary
+Each spill is one JSON-lines file of batches (``evalstore.batches.Batch``, one per line,
+blobs as base64), written to a temporary
 name, fsynced and renamed, so a crash leaves whole files only. Files are replayed oldest
 first. ``write`` refuses (returns False) once the folder would exceed ``max_bytes``; the
-caller counts those rows as dropped. The folder is created on first use, so a healthy store
-leaves nothing on disk.
+caller counts those records as dropped. Files left by an older Ferry (one line per record,
+schema v1 columns) are read too: their records are rebuilt into batches. The folder is
+created on first use, so a healthy store leaves nothing on disk.
 
 Thread-safety: used by the writer thread only, except ``request_ids``/``contains``, which
 read a set that the writer updates (safe under the GIL).
@@ -21,7 +23,10 @@ from typing import Any
 
 import orjson
 
-_BLOBS = ("inputs", "outputs")
+from ferry.evalstore.batches import Batch, build_batches, from_doc, records_of
+
+_BLOBS = ("meta", "inputs", "outputs")
+_LEGACY_BLOBS = ("inputs", "outputs")
 
 
 class Spill:
@@ -36,7 +41,8 @@ class Spill:
         if folder.is_dir():
             for path in self.files():
                 self._bytes += path.stat().st_size
-                self._ids.update(r["request_id"] for r in self._load(path))
+                for batch in self._load(path):
+                    self._ids.update(batch.ids())
 
     def files(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -50,13 +56,11 @@ class Spill:
     def contains(self, request_id: str) -> bool:
         return request_id in self._ids
 
-    def write(self, rows: list[Any]) -> bool:
-        """Persist ``rows``; False (nothing written) when the spill is full."""
-        from ferry.evalstore.writer import COLUMNS
-
+    def write(self, batches: list[Batch]) -> bool:
+        """Persist ``batches``; False (nothing written) when the spill is full."""
         lines = []
-        for row in rows:
-            doc = dict(row) if isinstance(row, dict) else dict(zip(COLUMNS, row, strict=True))
+        for batch in batches:
+            doc = batch.row()
             for key in _BLOBS:
                 if doc.get(key) is not None:
                     doc[key] = base64.b64encode(doc[key]).decode()
@@ -73,29 +77,39 @@ class Spill:
             os.fsync(fh.fileno())
         tmp.rename(self.folder / (name + ".jsonl"))
         self._bytes += len(data)
-        self._ids.update(r["request_id"] if isinstance(r, dict) else r[0] for r in rows)
+        for batch in batches:
+            self._ids.update(batch.ids())
         return True
 
     @staticmethod
-    def _load(path: Path) -> list[dict[str, Any]]:
-        rows = []
+    def _load(path: Path) -> list[Batch]:
+        batches: list[Batch] = []
+        legacy: list[dict[str, Any]] = []
         for line in path.read_bytes().splitlines():
             if not line.strip():
                 continue
             doc = orjson.loads(line)
+            if "request_ids" not in doc:  # a v1 record line
+                for key in _LEGACY_BLOBS:
+                    if doc.get(key) is not None:
+                        doc[key] = base64.b64decode(doc[key])
+                legacy.append(doc)
+                continue
             for key in _BLOBS:
                 if doc.get(key) is not None:
                     doc[key] = base64.b64decode(doc[key])
-            rows.append(doc)
-        return rows
+            batches.append(from_doc(doc))
+        if legacy:
+            batches.extend(build_batches(records_of(legacy)))
+        return batches
 
-    def read(self, path: Path) -> list[dict[str, Any]]:
+    def read(self, path: Path) -> list[Batch]:
         return self._load(path)
 
-    def remove(self, path: Path, rows: list[dict[str, Any]]) -> None:
-        """Forget a replayed file (call after its rows are committed)."""
+    def remove(self, path: Path, batches: list[Batch]) -> None:
+        """Forget a replayed file (call after its batches are committed)."""
         size = path.stat().st_size
         path.unlink()
         self._bytes -= size
-        for row in rows:
-            self._ids.discard(row["request_id"])
+        for batch in batches:
+            self._ids.difference_update(batch.ids())

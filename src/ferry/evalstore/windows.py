@@ -1,8 +1,10 @@
 """Windowed reads of the store: the rows monitoring, exports and alerts work on.
 
 ``read_window`` returns one ``WindowData`` with every successful prediction of a model in
-``[start, end)`` decoded and stacked row-wise (a request of k rows gives k rows), and the
-newest feedback of each request joined to its rows. Reads only: safe from any thread.
+``[start, end)`` decoded and stacked row-wise (a request of k rows gives k rows), in
+request-time order, and the newest feedback of each request joined to its rows. It reads
+the ``prediction_batches`` whose time span overlaps the window (one blob per tensor per
+batch) and keeps the records inside it. Reads only: safe from any thread.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from sqlalchemy import Engine, func, select
 from ferry.errors import InvalidInput
 from ferry.evalstore import codec
 from ferry.evalstore.features import FeatureLayout
-from ferry.evalstore.schema import feedback, model_versions, predictions
+from ferry.evalstore.batches import decode_meta
+from ferry.evalstore.schema import feedback, model_versions, prediction_batches, prediction_index
 from ferry.types import Tensors
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
@@ -74,76 +77,124 @@ def layout_of(engine: Engine, model: str, version: int) -> FeatureLayout | None:
     return None if doc is None else FeatureLayout.from_json(doc)
 
 
+def _overlapping(model: str, start: float, end: float, version: int | None = None
+                 ) -> list[Any]:
+    b = prediction_batches.c
+    where = [b.model == model, b.ts_max >= start, b.ts_min < end]
+    if version is not None:
+        where.append(b.version == version)
+    return where
+
+
 def versions_in(engine: Engine, model: str, start: float, end: float) -> list[int]:
+    """Versions with batches overlapping ``[start, end)`` (at the edges a batch may overlap
+    with none of its records inside)."""
     with engine.connect() as conn:
-        return sorted(conn.execute(select(predictions.c.version).distinct().where(
-            predictions.c.model == model, predictions.c.ts >= start,
-            predictions.c.ts < end)).scalars())
+        return sorted(conn.execute(select(prediction_batches.c.version).distinct().where(
+            *_overlapping(model, start, end))).scalars())
+
+
+def _concat(parts: list[Tensors]) -> Tensors:
+    """Per name, the parts concatenated; names missing from a part or whose trailing
+    shapes differ between parts are left out."""
+    if not parts:
+        return {}
+    if len(parts) == 1:
+        return parts[0]
+    out: Tensors = {}
+    for name in parts[0]:
+        if any(name not in p for p in parts):
+            continue
+        arrays = [p[name] for p in parts]
+        tail = arrays[0].shape[1:]
+        if any(a.shape[1:] != tail for a in arrays):
+            continue
+        out[name] = np.concatenate(arrays)
+    return out
 
 
 def read_window(engine: Engine, model: str, start: float, end: float | None = None,
-                version: int | None = None, with_feedback: bool = True,
-                limit: int | None = None) -> WindowData:
+                version: int | None = None, with_feedback: bool = True) -> WindowData:
     """The successful predictions of ``model`` (one version, or all) in ``[start, end)``."""
     end = time.time() + 1e-3 if end is None else end
-    cols = predictions.c
-    where = [cols.model == model, cols.ts >= start, cols.ts < end]
-    if version is not None:
-        where.append(cols.version == version)
     data = WindowData(model, version, start, end)
-    marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-    sql_where = f"model = {marker} AND ts >= {marker} AND ts < {marker}"
-    params: list[Any] = [model, start, end]
-    if version is not None:
-        sql_where += f" AND version = {marker}"
-        params.append(version)
+    b = prediction_batches.c
+    where = _overlapping(model, start, end, version)
+    ins: list[Tensors] = []
+    outs: list[Tensors] = []
+    all_outputs = True
+    ts_parts: list[np.ndarray] = []
+    rows_parts: list[np.ndarray] = []
+    id_parts: list[list[str]] = []
+    latencies: list[np.ndarray] = []
+    errors = 0
+    fb: dict[str, tuple[Any, Any]] = {}
     with engine.connect() as conn:
-        # the DBAPI cursor: a million rows through SQLAlchemy's Row and type processing
-        # cost more than decoding them
-        cursor = conn.connection.cursor()
-        try:
-            if limit:
-                cursor.execute(f"SELECT latency_ms, outcome FROM predictions WHERE "
-                               f"{sql_where}", params)
-                lat = cursor.fetchall()
-                cursor.execute(f"SELECT request_id, ts, rows, inputs, outputs FROM "
-                               f"predictions WHERE {sql_where} AND outcome = 'success' "
-                               f"ORDER BY ts LIMIT {int(limit)}", params)
-                rows = cursor.fetchall()
-            else:  # one pass: every row, failures filtered out here
-                cursor.execute(f"SELECT request_id, ts, rows, inputs, outputs, latency_ms, "
-                               f"outcome FROM predictions WHERE {sql_where} ORDER BY ts",
-                               params)
-                rows = cursor.fetchall()
-                lat = [r[5:] for r in rows]
-                if any(r[6] != "success" for r in rows):
-                    rows = [r for r in rows if r[6] == "success"]
-        finally:
-            cursor.close()
-        if lat:
-            latency, outcomes = zip(*lat, strict=True)
-            data.latency_ms = np.array(latency, dtype=np.float64)
-            data.errors = len(outcomes) - outcomes.count("success")
-        fb: dict[str, tuple[Any, Any]] = {}
-        if with_feedback and rows:
-            q = (select(feedback.c.request_id, feedback.c.label, feedback.c.reward)
-                 .join(predictions, predictions.c.request_id == feedback.c.request_id)
-                 .where(*where, cols.outcome == "success").order_by(feedback.c.id))
+        result = conn.execute(select(b.request_ids, b.meta, b.extra, b.inputs, b.outputs)
+                              .where(*where).order_by(b.ts_min, b.id))
+        for rid_json, meta, extra, in_blob, out_blob in result:
+            ts, latency, rows = decode_meta(bytes(meta))
+            inside = (ts >= start) & (ts < end)
+            if not inside.any():
+                continue
+            latencies.append(latency[inside])
+            ok = inside
+            if extra is not None:
+                outcome = np.array(orjson.loads(extra)["outcome"], dtype=object)
+                success = outcome == "success"
+                errors += int((inside & ~success).sum())
+                ok = inside & success
+            if not ok.any():
+                continue
+            tensors = codec.decode(bytes(in_blob))
+            out_t = None if out_blob is None else codec.decode(bytes(out_blob))
+            ids = orjson.loads(rid_json)
+            if not ok.all():
+                mask = np.repeat(ok, rows)
+                tensors = {n: a[mask] for n, a in tensors.items()}
+                if out_t is not None:
+                    out_t = {n: a[mask] for n, a in out_t.items()}
+                ids = [i for i, keep in zip(ids, ok.tolist(), strict=True) if keep]
+                ts, rows = ts[ok], rows[ok]
+            ins.append(tensors)
+            if out_t is None:
+                all_outputs = False
+            else:
+                outs.append(out_t)
+            ts_parts.append(ts)
+            rows_parts.append(rows)
+            id_parts.append(ids)
+        if with_feedback and ts_parts:
+            f, i = feedback.c, prediction_index.c
+            q = (select(f.request_id, f.label, f.reward)
+                 .join(prediction_index, i.request_id == f.request_id)
+                 .join(prediction_batches, b.id == i.batch_id)
+                 .where(*where).order_by(f.id))
             for rid, label, reward in conn.execute(q):
                 fb[rid] = (label, reward)  # newest wins: rows come in id order
-    data.requests = len(rows)
-    if not rows:
+    if latencies:
+        data.latency_ms = np.concatenate(latencies)
+    data.errors = errors
+    if not ts_parts:
         return data
-    rid_list, ts_list, _, in_blobs, out_blobs = list(zip(*rows, strict=True))[:5]
-    data.inputs, counts = codec.decode_many([bytes(b) for b in in_blobs]
-                                            if not isinstance(in_blobs[0], bytes)
-                                            else in_blobs)
-    if all(o is not None for o in out_blobs):
-        data.outputs, _ = codec.decode_many([bytes(b) for b in out_blobs]
-                                            if not isinstance(out_blobs[0], bytes)
-                                            else out_blobs)
-    data.ts = np.repeat(np.array(ts_list, dtype=np.float64), counts)
-    rids = np.array(rid_list, dtype=object)
+    req_ts = np.concatenate(ts_parts)
+    counts = np.concatenate(rows_parts).astype(np.int64)
+    rids = np.array([i for part in id_parts for i in part], dtype=object)
+    data.requests = len(req_ts)
+    data.inputs = _concat(ins)
+    data.outputs = _concat(outs) if all_outputs else {}
+    order = np.argsort(req_ts, kind="stable")
+    if len(order) > 1 and (np.diff(req_ts) < 0).any():  # back to request-time order
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        moved = counts[order]
+        row_order = (np.repeat(offsets[order] - np.concatenate([[0], np.cumsum(moved)[:-1]]),
+                               moved) + np.arange(int(moved.sum())))
+        data.inputs = {n: a[row_order] if len(a) == len(row_order) else a
+                       for n, a in data.inputs.items()}
+        data.outputs = {n: a[row_order] if len(a) == len(row_order) else a
+                        for n, a in data.outputs.items()}
+        req_ts, counts, rids = req_ts[order], counts[order], rids[order]
+    data.ts = np.repeat(req_ts, counts)
     data.request_ids = np.repeat(rids, counts)
     if fb:
         labels = np.full(data.rows, None, dtype=object)
@@ -169,8 +220,8 @@ def read_window(engine: Engine, model: str, start: float, end: float | None = No
 
 def latest_version(engine: Engine, model: str) -> int | None:
     with engine.connect() as conn:
-        v = conn.execute(select(func.max(predictions.c.version))
-                         .where(predictions.c.model == model)).scalar()
+        v = conn.execute(select(func.max(prediction_batches.c.version))
+                         .where(prediction_batches.c.model == model)).scalar()
         if v is None:
             v = conn.execute(select(func.max(model_versions.c.version))
                              .where(model_versions.c.model == model)).scalar()

@@ -6,8 +6,9 @@ Contract:
   it samples, then appends a reference to the record to a bounded deque. No I/O, no
   copies, no locks. When the deque is full (the database is far behind) the record is
   dropped, counted in ``ferry_evalstore_dropped{reason="buffer_full"}`` and logged.
-- One background thread wakes every ``flush_interval_s`` (or when a batch is ready),
-  encodes records (``codec``) and inserts them with one ``executemany`` per batch.
+- One background thread wakes every ``flush_interval_s`` (or when a batch is ready) and
+  writes what is buffered as one ``prediction_batches`` row per model version
+  (``evalstore.batches``) plus the per-request index, in one transaction.
 - Database down: batches go to the on-disk ``Spill`` and are replayed, oldest first, once a
   retry succeeds (every ``retry_s``). Spill full: rows are dropped, counted
   (``reason="spill_full"``) and logged. Never silent.
@@ -27,14 +28,12 @@ import random
 import threading
 import time
 from collections import deque
-from itertools import chain, repeat
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, select
 
-from ferry.evalstore import codec
-from ferry.evalstore.schema import open_engine, predictions
+from ferry.evalstore.batches import Batch, build_batches, insert_batches
+from ferry.evalstore.schema import open_engine, prediction_batches, prediction_index
 from ferry.evalstore.spill import Spill
 from ferry.monitoring.metrics import Metrics
 from ferry.types import InferenceRecord
@@ -42,80 +41,11 @@ from ferry.types import InferenceRecord
 log = logging.getLogger("ferry.evalstore")
 
 
-COLUMNS = ("request_id", "ts", "model", "version", "endpoint", "outcome", "error",
-           "latency_ms", "rows", "inputs", "outputs")
-"""The columns ``record_row`` fills, in the order of ``record_tuple``."""
-
-_CHUNK = 256
-"""Rows per multi-row INSERT on SQLite (11 columns x 256 = 2,816 parameters, well under
-SQLite's limit of 32,766)."""
-
-
-def record_tuple(record: InferenceRecord) -> tuple[Any, ...]:
-    """The database row of one record as a tuple in ``COLUMNS`` order (the fast path)."""
-    inputs = record.inputs
-    first = next(iter(inputs.values()), None)
-    rows = int(first.shape[0]) if first is not None and first.ndim else 1
-    outputs = record.outputs
-    return (record.request_id or "", record.timestamp, record.model, record.version,
-            record.endpoint, record.outcome, record.error, record.latency_s * 1000.0, rows,
-            codec.encode(inputs), None if outputs is None else codec.encode(outputs))
-
-
-def record_tuples(records: list[InferenceRecord]) -> list[tuple[Any, ...]]:
-    """``[record_tuple(r) for r in records]`` (same rows, grouped by model version and
-    outcome kind), with each group's inputs and outputs encoded together
-    (``codec.encode_many``): this is the writer's per-flush hot path."""
-    groups: dict[tuple[str, int, bool], list[InferenceRecord]] = {}
-    for r in records:
-        key = (r.model, r.version, r.outputs is None)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [r]
-        else:
-            group.append(r)
-    out: list[tuple[Any, ...]] = []
-    for (model, version, failed), group in groups.items():
-        inputs = codec.encode_alike([r.inputs for r in group])
-        outputs = None if failed else codec.encode_alike(
-            [r.outputs for r in group if r.outputs is not None])
-        if inputs is None or (outputs is None and not failed):
-            out.extend(map(record_tuple, group))
-            continue
-        first = next(iter(group[0].inputs.values()), None)
-        rows = int(first.shape[0]) if first is not None and first.ndim else 1
-        out.extend(zip([r.request_id or "" for r in group], [r.timestamp for r in group],
-                       repeat(model), repeat(version), [r.endpoint for r in group],
-                       [r.outcome for r in group], [r.error for r in group],
-                       [r.latency_s * 1000.0 for r in group], repeat(rows), inputs,
-                       repeat(None) if failed else outputs))
-    return out
-
-
-def record_row(record: InferenceRecord) -> dict[str, Any]:
-    """The database row of one record."""
-    first = next(iter(record.inputs.values()), None)
-    rows = int(first.shape[0]) if first is not None and getattr(first, "ndim", 0) else 1
-    return {
-        "request_id": record.request_id or "",
-        "ts": record.timestamp,
-        "model": record.model,
-        "version": record.version,
-        "endpoint": record.endpoint,
-        "outcome": record.outcome,
-        "error": record.error,
-        "latency_ms": record.latency_s * 1000.0,
-        "rows": rows,
-        "inputs": codec.encode(record.inputs),
-        "outputs": None if record.outputs is None else codec.encode(record.outputs),
-    }
-
-
 class StoreWriter:
-    """The buffered, spilling writer of the ``predictions`` table."""
+    """The buffered, spilling writer of the ``prediction_batches`` table."""
 
     def __init__(self, url: str, spill: Spill, metrics: Metrics | None = None, *,
-                 capacity: int = 100_000, batch_size: int = 4096,
+                 capacity: int = 100_000, batch_size: int = 4096, wake_at: int = 256,
                  flush_interval_s: float = 0.2, retry_s: float = 2.0,
                  sample_rate: float = 1.0, sample_rates: dict[str, float] | None = None,
                  retention_days: float | None = None,
@@ -127,6 +57,7 @@ class StoreWriter:
         self.spill = spill
         self.capacity = capacity
         self.batch_size = batch_size
+        self.wake_at = min(wake_at, batch_size)
         self.flush_interval_s = flush_interval_s
         self.retry_s = retry_s
         self.sample_rate = sample_rate
@@ -166,7 +97,7 @@ class StoreWriter:
             self._drop(1, "buffer_full")
             return
         buffer.append(record)
-        if len(buffer) == self.batch_size:
+        if len(buffer) == self.wake_at:
             self._wake.set()
 
     def _drop(self, count: int, reason: str) -> None:
@@ -272,9 +203,9 @@ class StoreWriter:
         if up and self.spill.files():
             up = self._replay()
         while self._buffer:
-            batch = self._take()
-            rows = record_tuples(batch)
-            new = {(r[2], r[3]) for r in rows} - self._known
+            records = self._take()
+            batches = build_batches(records)
+            new = {(b.model, b.version) for b in batches} - self._known
             if new:
                 self._known |= new
                 if self.on_new_version is not None and up:
@@ -284,16 +215,16 @@ class StoreWriter:
                         log.exception("evaluation store could not register %s", new)
             if up:
                 try:
-                    self._insert(rows)
+                    self._insert(batches)
                 except Exception as exc:
                     self._down(exc)
                     up = False
             if not up:
-                if self.spill.write(rows):
+                if self.spill.write(batches):
                     if self._metrics is not None:
-                        self._metrics.store_spilled.inc(len(rows))
+                        self._metrics.store_spilled.inc(len(records))
                 else:
-                    self._drop(len(rows), "spill_full")
+                    self._drop(len(records), "spill_full")
             with self._lock:
                 self._inflight = []
             if not up and not final and len(self._buffer) < self.batch_size:
@@ -301,53 +232,35 @@ class StoreWriter:
         if up and not final:
             self._retain()
 
-    def _insert(self, rows: list[Any]) -> None:
+    def _insert(self, batches: list[Batch]) -> None:
+        """One transaction: the batch rows and their request index."""
         engine = self.engine
         if engine is None:
             raise ConnectionError("not connected")
-        if rows and isinstance(rows[0], dict):
-            rows = [tuple(r[c] for c in COLUMNS) for r in rows]
-        sqlite = engine.dialect.name == "sqlite"
-        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        one = f"({', '.join([marker] * len(COLUMNS))})"
-        sql = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES "
-        # the DBAPI's own executemany: SQLAlchemy's per-row parameter processing would cost
-        # about a third of the insert on this hot path. On SQLite, chunks of _CHUNK rows go
-        # as one multi-row INSERT: one statement step per chunk instead of per row (each
-        # step releases and retakes the GIL, which the serving thread is waiting for)
         with engine.begin() as conn:
-            cursor = conn.connection.cursor()
-            try:
-                done = 0
-                if sqlite and len(rows) >= _CHUNK:
-                    multi = sql + ",".join([one] * _CHUNK)
-                    done = len(rows) - len(rows) % _CHUNK
-                    for start in range(0, done, _CHUNK):
-                        cursor.execute(multi, list(chain.from_iterable(
-                            rows[start:start + _CHUNK])))
-                if done < len(rows):
-                    cursor.executemany(sql + one, rows[done:] if done else rows)
-            finally:
-                cursor.close()
-        self.written += len(rows)
+            insert_batches(conn, batches)
+        records = sum(b.records for b in batches)
+        self.written += records
         if self._metrics is not None:
-            self._metrics.store_written.inc(len(rows))
+            self._metrics.store_written.inc(records)
 
     def _replay(self) -> bool:
         for path in self.spill.files():
-            rows = self.spill.read(path)
+            batches = self.spill.read(path)
             try:
-                if rows:
-                    self._insert(rows)
+                if batches:
+                    self._insert(batches)
             except Exception as exc:
                 self._down(exc)
                 return False
-            self.spill.remove(path, rows)
-            log.info("evaluation store: replayed %d spilled record(s) from %s", len(rows),
-                     path.name)
+            self.spill.remove(path, batches)
+            log.info("evaluation store: replayed %d spilled record(s) from %s",
+                     sum(b.records for b in batches), path.name)
         return True
 
     def _retain(self) -> None:
+        """Delete batches whose newest record is past retention (whole batches only: a
+        batch straddling the cut-off stays until its last record is old enough)."""
         now = time.monotonic()
         if now < self._next_retention or (self.retention_days is None and not self.retention):
             return
@@ -355,12 +268,17 @@ class StoreWriter:
         if self.engine is None:
             return
         wall = time.time()
+        b = prediction_batches.c
+        conditions = [[b.model == model, b.ts_max < wall - days * 86400]
+                      for model, days in self.retention.items()]
+        if self.retention_days is not None:
+            where = [b.ts_max < wall - self.retention_days * 86400]
+            if self.retention:
+                where.append(b.model.notin_(list(self.retention)))
+            conditions.append(where)
         with self.engine.begin() as conn:
-            for model, days in self.retention.items():
-                conn.execute(delete(predictions).where(predictions.c.model == model,
-                                                       predictions.c.ts < wall - days * 86400))
-            if self.retention_days is not None:
-                where = [predictions.c.ts < wall - self.retention_days * 86400]
-                if self.retention:
-                    where.append(predictions.c.model.notin_(list(self.retention)))
-                conn.execute(delete(predictions).where(*where))
+            for where in conditions:
+                old = select(b.id).where(*where)
+                conn.execute(delete(prediction_index).where(
+                    prediction_index.c.batch_id.in_(old)))
+                conn.execute(delete(prediction_batches).where(*where))
