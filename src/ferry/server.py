@@ -67,7 +67,9 @@ class FerryServer:
             self.store.register(self.manager.models)
             self.store.writer.start()
             add_store_routes(router, self.store, self.metrics,
-                             lambda m: self.manager.get(m).version)
+                             lambda m: self.manager.get(m).version,
+                             lambda r: self.dataplane.authorize_control(
+                                 r.headers.get("authorization"), r.client))
             if self.settings.alerts_interval_s:
                 self.alerts = AlertLoop(self.store, self.metrics, self.settings.alerts_interval_s)
                 self.alerts.start()

@@ -39,9 +39,15 @@ def _int_param(request: Request, name: str) -> int | None:
 
 
 def add_routes(router: Router, store: EvalStore, metrics: Metrics,
-               latest_version: Callable[[str], int]) -> None:
+               latest_version: Callable[[str], int],
+               authorize: Callable[[Request], None] | None = None) -> None:
     """Register the routes; ``latest_version(model)`` resolves a reference upload without
-    a version (raises ``NotFound`` for unknown models)."""
+    a version (raises ``NotFound`` for unknown models); ``authorize(request)`` guards the
+    operator calls (reference upload, flush) like model control."""
+
+    def operator(request: Request) -> None:
+        if authorize is not None:
+            authorize(request)
 
     async def post_feedback(request: Request) -> Response:
         items = feedback.parse_feedback(request.body)
@@ -71,6 +77,7 @@ def add_routes(router: Router, store: EvalStore, metrics: Metrics,
         return json_response(report)
 
     async def put_reference(request: Request) -> Response:
+        operator(request)
         model = request.params["model"]
         version = _int_param(request, "version") or latest_version(model)
         if not request.body:
@@ -87,6 +94,7 @@ def add_routes(router: Router, store: EvalStore, metrics: Metrics,
         return json_response(store.status())
 
     async def flush(request: Request) -> Response:
+        operator(request)
         ok = await _off_loop(store.writer.flush, 30.0)
         return json_response({"flushed": ok, **store.status()}, 200 if ok else 503)
 
