@@ -7,7 +7,7 @@ Usage (repository root; needs wrk and 2+ cores; builds models with bench/models.
         [--conc 16] [--duration 10] [--rounds 2]
 
 The server is pinned to CPU 1 (``taskset -c 1``), wrk to CPU 0, posting the one-row V2 JSON
-body with /work/shared/bench/post.lua (or bench/wrk_post.lua). Prints one line per run and
+body with bench/wrk_post.lua. Prints one line per run and
 the on/off ratio of the medians. Only 127.0.0.1 traffic; every wait is bounded.
 """
 
@@ -70,9 +70,7 @@ def main() -> None:
         subprocess.run([sys.executable, str(ROOT / "bench" / "models.py"), str(args.work)],
                        check=True)
     body = args.work / "bodies" / f"v2_{args.model}.json"
-    script = Path("/work/shared/bench/post.lua")
-    if not script.exists():
-        script = ROOT / "bench" / "wrk_post.lua"
+    script = ROOT / "bench" / "wrk_post.lua"
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-store-"))
     results: dict[str, list[float]] = {"off": [], "on": []}
     rows_logged = 0
