@@ -51,8 +51,8 @@ def wrk(url: str, body: Path, conc: int, seconds: int, script: Path) -> dict[str
                           "--latency", "-s", str(script), url],
                          env={**os.environ, "BODY_FILE": str(body)}, capture_output=True,
                          text=True, timeout=seconds + 60)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("WRKJSON"))
-    doc = json.loads(line.split(" ", 1)[1])
+    line = next(x for x in out.stdout.splitlines() if x.startswith('{"requests"'))
+    doc = json.loads(line)
     doc["rps"] = doc["requests"] / (doc["duration_us"] / 1e6)
     return doc
 
