@@ -103,7 +103,8 @@ class Echo:
         return {"y": x * 2, "batch": np.full(len(x), self.calls, dtype=np.int64)}
 '''
 
-_RAISER = '''
+RAISER_MODEL = '''
+# a python-runtime predictor that raises on negative inputs (shared with tests/batch)
 import numpy as np
 
 class Raiser:
@@ -176,7 +177,7 @@ def test_repo(example_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> P
           - {name: y, datatype: FP32, shape: [-1, 3]}
           - {name: batch, datatype: INT64, shape: [-1]}
     """)
-    _python_model(root, "raiser", _RAISER, """\
+    _python_model(root, "raiser", RAISER_MODEL, """\
         runtime: python
         max_batch_size: 8
         inputs: [{name: x, datatype: FP32, shape: [-1, 2]}]

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.conftest import RAISER_MODEL
+
 _SLOW = '''
 import time
 import numpy as np
@@ -48,17 +50,6 @@ class Crash:
         return {"y": x * 2}
 '''
 
-_RAISER = '''
-class Raiser:
-    def load(self, version_dir):
-        pass
-    def predict(self, inputs):
-        x = inputs["x"]
-        if (x < 0).any():
-            raise ValueError("negative values are not allowed by this model")
-        return {"y": x + 1}
-'''
-
 _PY_MANIFEST = """\
     runtime: python
     max_batch_size: 64
@@ -72,7 +63,7 @@ def batch_repo(example_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("batchrepo")
     for name in ("iris", "tabular"):
         shutil.copytree(example_repo / name, root / name)
-    for name, code in (("slow", _SLOW), ("crash", _CRASH), ("raiser", _RAISER)):
+    for name, code in (("slow", _SLOW), ("crash", _CRASH), ("raiser", RAISER_MODEL)):
         (root / name / "1").mkdir(parents=True)
         (root / name / "1" / "model.py").write_text(textwrap.dedent(code))
         (root / name / "model.yaml").write_text(textwrap.dedent(_PY_MANIFEST))

@@ -17,7 +17,8 @@ from ferry.manifest import ModelManifest, parse_manifest
 from ferry.runtimes import registry
 from ferry.runtimes.base import Runtime
 from ferry.runtimes.gbdt import LightGBMRuntime, XGBoostRuntime
-from ferry.runtimes.onnx import OnnxRuntime, numpy_input
+from ferry.runtimes.onnx import OnnxRuntime
+from ferry.scheduler.tensors import numpy_input
 from ferry.runtimes.python import PythonRuntime
 from ferry.runtimes.sklearn import SklearnRuntime
 from ferry.types import Signature, TensorSpec

@@ -29,6 +29,7 @@ from ferry.runtimes.base import Runtime
 from ferry.runtimes.registry import guess_runtime, runtime_class
 from ferry.scheduler.batcher import DynamicBatcher
 from ferry.scheduler.instances import InstancePool
+from ferry.scheduler.tensors import numpy_input
 from ferry.types import Signature, Tensors
 
 log = logging.getLogger("ferry.lifecycle")
@@ -151,14 +152,7 @@ class VersionHarness:
                                      f"{exc}") from None
         if not self.manifest.warmup:
             return
-        inputs = {}
-        for spec in self.signature.inputs:
-            shape = tuple(1 if d < 0 else d for d in spec.shape)
-            from ferry.datatypes import numpy_dtype
-
-            dtype = numpy_dtype(spec.datatype)
-            inputs[spec.name] = (np.full(shape, b"", dtype=object) if spec.datatype == "BYTES"
-                                 else np.zeros(shape, dtype=dtype))
+        inputs = {spec.name: numpy_input(spec) for spec in self.signature.inputs}
         try:
             runtime.predict(inputs)
         except Exception as exc:  # zeros may be meaningless to a model: not fatal

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
 from ferry.errors import ModelLoadError
@@ -81,13 +80,3 @@ def _merge(graph: Signature, declared: Signature | None, where: Path) -> Signatu
                 raise ModelLoadError(f"{where}: model.yaml declares {kind} {t.name!r} but the "
                                      f"graph's {kind}s are {sorted(names)}")
     return declared
-
-
-def numpy_input(spec: TensorSpec) -> np.ndarray:
-    """A zero-filled array fitting ``spec`` with variable dims set to 1 (for warm-up)."""
-    from ferry.datatypes import numpy_dtype
-
-    shape = tuple(1 if d < 0 else d for d in spec.shape)
-    if spec.datatype == "BYTES":
-        return np.full(shape, b"", dtype=object)
-    return np.zeros(shape, dtype=numpy_dtype(spec.datatype))

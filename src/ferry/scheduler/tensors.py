@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferry.datatypes import V2_TO_NUMPY
+from ferry.datatypes import V2_TO_NUMPY, numpy_dtype
 from ferry.errors import (BatchTooLarge, DatatypeMismatch, InvalidValue, MissingInput,
                           ShapeMismatch, UnknownInput)
-from ferry.types import Signature, Tensors
+from ferry.types import Signature, TensorSpec, Tensors
 
 
 def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> int:
@@ -83,3 +83,11 @@ def shape_key(inputs: Tensors) -> tuple[tuple[str, tuple[int, ...]], ...]:
     """Each input's name and non-batch dimensions, in name order: requests batch together
     only if equal (clients may list the same inputs in any order)."""
     return tuple(sorted((name, arr.shape[1:]) for name, arr in inputs.items()))
+
+
+def numpy_input(spec: TensorSpec) -> np.ndarray:
+    """A zero-filled array fitting ``spec`` with variable dims set to 1 (for warm-up)."""
+    shape = tuple(1 if d < 0 else d for d in spec.shape)
+    if spec.datatype == "BYTES":
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, dtype=numpy_dtype(spec.datatype))
