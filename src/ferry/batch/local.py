@@ -35,6 +35,7 @@ from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta, make_lay
 from ferry.batch.workers import WorkerPool
 from ferry.batch.writers import PublishInfo, open_sink
 from ferry.errors import FerryError
+from ferry.runtimes.registry import runtime_class
 
 log = logging.getLogger("ferry.batch")
 
@@ -99,6 +100,8 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
         run_id, scored_at = resume, record.started_at
     model = models.resolve(Path(job.repository), job.model, job.version)
     local = job.engine != "ray"
+    if local and job.workers > 1:
+        _import_before_fork(model)
     pool = WorkerPool(job.workers, pin=pin_workers) if local and job.workers > 1 else None
     try:
         runtime = models.load(model, job.trust_pickles, threads=1)
@@ -189,6 +192,12 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
     summary.status = "succeeded"
     _fill(summary, counts, started)
     return summary
+
+
+def _import_before_fork(model: models.ModelVersion) -> None:
+    """Import the runtime's library (onnxruntime: ~0.2 s) once, before forking, instead of
+    in every worker while the run waits. Importing starts no threads."""
+    runtime_class(model.runtime)
 
 
 def _fill(summary: RunSummary, counts: _Counts, started: float) -> None:
