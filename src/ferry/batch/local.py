@@ -8,7 +8,7 @@ chunks, streams other formats and writes. Outputs are written in chunk order, so
 output does not depend on the number of workers.
 
 Run lifecycle: ``running`` -> ``succeeded`` | ``failed`` | ``interrupted``. Progress is
-recorded per durable chunk (see ``writers``); a failed or interrupted run keeps its staging
+recorded per durable chunk (see ``sinks``); a failed or interrupted run keeps its staging
 and ``run(..., resume=RUN_ID)`` finishes it without rescoring durable chunks. Ctrl-C and
 SIGTERM (turned into ``KeyboardInterrupt`` by the CLI) mark the run ``interrupted``.
 """
@@ -33,7 +33,7 @@ from ferry.batch.readers import Payload, SliceReader, Source, open_source
 from ferry.batch.records import RunStore, new_run_id, now
 from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta, make_layout
 from ferry.batch.workers import WorkerPool
-from ferry.batch.writers import PublishInfo, open_sink
+from ferry.batch.sinks import PublishInfo, open_sink
 from ferry.errors import FerryError
 from ferry.runtimes.registry import runtime_class
 

@@ -1,0 +1,29 @@
+"""Sinks: where scored chunks go (files in ``files``, database tables in ``database``);
+the contract every sink keeps is in ``base``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from ferry.batch.job import BatchError, Location
+from ferry.batch.sinks.base import META_TABLE, PublishInfo, Sink, SinkError
+from ferry.batch.sinks.database import DbSink
+from ferry.batch.sinks.files import FileSink
+
+__all__ = ["META_TABLE", "DbSink", "FileSink", "PublishInfo", "Sink", "SinkError", "open_sink"]
+
+
+def open_sink(output: Location, rejects: str | None, run_id: str, mode: str,
+              schema: pa.Schema, rejects_schema: pa.Schema, checkpoint_s: float = 30.0) -> Sink:
+    if output.is_sql:
+        return DbSink(output, rejects or f"{output.table}_rejects", run_id, mode, schema,
+                      rejects_schema, commit_s=min(10.0, checkpoint_s))
+    if mode == "append":
+        raise BatchError("--mode append is for database outputs; a file output is replaced")
+    target = Path(output.target)
+    if rejects is None:
+        rejects = str(target.with_name(f"{target.stem}.rejects{target.suffix}"))
+    return FileSink(output.format, target, Path(rejects), run_id, schema, rejects_schema,
+                    checkpoint_s)

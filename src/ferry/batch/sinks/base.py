@@ -1,0 +1,65 @@
+"""Sinks: where scored chunks go, staged so a run publishes all of its rows or none.
+
+Contract (every sink):
+
+- ``open(resume)`` prepares the run's staging area and returns the chunks already made
+  durable by an earlier attempt of the same run (empty for a new run);
+- ``write(result)`` takes one chunk's output and rejects, in chunk order, and returns the
+  chunks that this call made durable. A chunk is durable together with its rows: a crash
+  never leaves a chunk counted whose rows are lost, nor rows whose chunk is not counted;
+- ``flush()`` makes everything written durable and returns those chunks;
+- ``publish(info)`` swaps the staged rows in atomically (file rename; one database
+  transaction that drops/renames or appends, then drops the staging tables);
+- ``close()`` releases resources and keeps staging for ``--resume``; ``discard()`` drops it.
+
+Files are staged as part files in ``.<name>.ferry-<run>/`` beside the output, each with a
+sidecar listing its chunks; a run that needed one part publishes by renaming it.
+Databases are staged in ``<table>__stage_<run>`` with ``<table>__chunks_<run>`` holding
+the durable chunk numbers, written in the same transaction as the rows; SQLite inserts with
+``executemany``, PostgreSQL with ``COPY ... FROM STDIN`` (psycopg 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferry.batch.job import BatchError
+from ferry.batch.scoring import ChunkResult
+
+META_TABLE = "batch_tables"
+"""In an output database: which tables Ferry wrote, their key column(s) and last run."""
+
+
+class SinkError(BatchError):
+    """The output could not be written (after a retry); the run is resumable."""
+
+    http_status = 500
+
+
+@dataclass(frozen=True)
+class PublishInfo:
+    run_id: str
+    model: str
+    version: int
+    keys: list[str]
+    rows: int
+
+
+class Sink:
+    def open(self, resume: bool) -> set[int]:
+        raise NotImplementedError
+
+    def write(self, result: ChunkResult) -> list[int]:
+        raise NotImplementedError
+
+    def flush(self) -> list[int]:
+        raise NotImplementedError
+
+    def publish(self, info: PublishInfo) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources; staging stays for ``--resume``."""
+
+    def discard(self) -> None:
+        """Drop staging."""

@@ -1,0 +1,242 @@
+"""Database sinks: a table in SQLite or PostgreSQL, staged per run and swapped in by one
+transaction."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ferry.batch.job import BatchError, Location
+from ferry.batch.scoring import ChunkResult
+from ferry.batch.sinks.base import META_TABLE, PublishInfo, Sink, SinkError
+
+log = logging.getLogger("ferry.batch")
+
+
+class DbSink(Sink):
+    """A table in SQLite or PostgreSQL, through SQLAlchemy's engine and the raw driver."""
+
+    def __init__(self, output: Location, rejects_table: str, run_id: str, mode: str,
+                 schema: pa.Schema, rejects_schema: pa.Schema, commit_rows: int = 262144,
+                 commit_s: float = 10.0) -> None:
+        import sqlalchemy as sa
+
+        if mode not in ("replace", "append"):
+            raise BatchError(f"--mode {mode!r}: use replace or append")
+        self.dialect = output.format
+        self.engine = sa.create_engine(output.target, poolclass=sa.pool.NullPool)
+        self.quote = self.engine.dialect.identifier_preparer.quote
+        self.table, self.rejects_table, self.mode = output.table, rejects_table, mode
+        tag = run_id.replace("-", "")[:12]
+        self.stage = f"{output.table[:40]}__stage_{tag}"
+        self.chunks = f"{output.table[:40]}__chunks_{tag}"
+        self.rejects_stage = f"{rejects_table[:40]}__stage_{tag}"
+        self.schema, self.rejects_schema = schema, rejects_schema
+        self.commit_rows, self.commit_s = commit_rows, commit_s
+        self._pending: list[ChunkResult] = []
+        self._rows = 0
+        self._since = time.monotonic()
+        self._conn: Any = None
+        self.where = output.describe()
+
+    # -- connection and statements ------------------------------------------------------
+    def _connect(self) -> Any:
+        if self._conn is None:
+            raw = self.engine.raw_connection()
+            self._conn = raw.driver_connection
+            self._raw = raw
+            if self.dialect == "sqlite":
+                self._conn.isolation_level = None  # explicit BEGIN / COMMIT
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            try:
+                self._raw.invalidate()
+            except Exception:  # noqa: BLE001 - it is already broken
+                pass
+            self._conn = None
+
+    def _begin(self, conn: Any) -> Any:
+        cur = conn.cursor()
+        if self.dialect == "sqlite":
+            cur.execute("BEGIN")
+        return cur
+
+    def _q(self, name: str) -> str:
+        return str(self.quote(name))
+
+    def _ddl(self, name: str, schema: pa.Schema) -> str:
+        columns = ", ".join(f"{self._q(f.name)} {self._sql_type(f.type)}" for f in schema)
+        return f"CREATE TABLE {self._q(name)} ({columns})"
+
+    def _sql_type(self, t: pa.DataType) -> str:
+        sqlite = self.dialect == "sqlite"
+        if pa.types.is_boolean(t):
+            return "INTEGER" if sqlite else "BOOLEAN"
+        if pa.types.is_integer(t):
+            return "INTEGER" if sqlite or t.bit_width <= 32 else "BIGINT"
+        if pa.types.is_floating(t):
+            return "REAL" if sqlite or t.bit_width <= 32 else "DOUBLE PRECISION"
+        if pa.types.is_timestamp(t):
+            return "TEXT" if sqlite else ("TIMESTAMPTZ" if t.tz else "TIMESTAMP")
+        return "TEXT"
+
+    def _exists(self, cur: Any, name: str) -> bool:
+        if self.dialect == "sqlite":
+            cur.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        else:
+            cur.execute("SELECT 1 FROM information_schema.tables WHERE table_name=%s "
+                        "AND table_schema = current_schema()", (name,))
+        return cur.fetchone() is not None
+
+    # -- the sink contract ----------------------------------------------------------------
+    def open(self, resume: bool) -> set[int]:
+        def prepare() -> set[int]:
+            conn = self._connect()
+            cur = self._begin(conn)
+            if resume and self._exists(cur, self.stage):
+                cur.execute(f"SELECT chunk FROM {self._q(self.chunks)}")
+                done = {int(r[0]) for r in cur.fetchall()}
+            else:
+                for name in (self.stage, self.chunks, self.rejects_stage):
+                    cur.execute(f"DROP TABLE IF EXISTS {self._q(name)}")
+                cur.execute(self._ddl(self.stage, self.schema))
+                cur.execute(self._ddl(self.rejects_stage, self.rejects_schema))
+                cur.execute(f"CREATE TABLE {self._q(self.chunks)} (chunk INTEGER PRIMARY KEY)")
+                done = set()
+            conn.commit()
+            return done
+
+        return self._retry("prepare the staging tables", prepare)
+
+    def write(self, result: ChunkResult) -> list[int]:
+        self._pending.append(result)
+        self._rows += result.rows_in
+        if self._rows >= self.commit_rows or time.monotonic() - self._since >= self.commit_s:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[int]:
+        if not self._pending:
+            return []
+        pending = self._pending
+
+        def commit() -> list[int]:
+            conn = self._connect()
+            cur = self._begin(conn)
+            for r in pending:
+                self._insert(cur, self.stage, r.output)
+                self._insert(cur, self.rejects_stage, r.rejects)
+            marker = "?" if self.dialect == "sqlite" else "%s"
+            cur.executemany(f"INSERT INTO {self._q(self.chunks)} VALUES ({marker})",
+                            [(r.chunk,) for r in pending])
+            conn.commit()
+            return [r.chunk for r in pending]
+
+        done = self._retry(f"write {sum(r.output.num_rows for r in pending)} rows", commit)
+        self._pending, self._rows, self._since = [], 0, time.monotonic()
+        return done
+
+    def _insert(self, cur: Any, name: str, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        if self.dialect == "sqlite":
+            columns = []
+            for col in table.columns:
+                if pa.types.is_timestamp(col.type):
+                    col = col.cast(pa.string())
+                elif pa.types.is_boolean(col.type):
+                    col = col.cast(pa.int8())
+                columns.append(col.to_pylist())
+            marks = ", ".join("?" * table.num_columns)
+            cur.executemany(f"INSERT INTO {self._q(name)} VALUES ({marks})",
+                            zip(*columns, strict=True))
+        else:
+            buf = io.BytesIO()
+            pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False,
+                                                           quoting_style="all_valid"))
+            names = ", ".join(self._q(c) for c in table.column_names)
+            with cur.copy(f"COPY {self._q(name)} ({names}) FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buf.getbuffer())
+
+    def _retry(self, what: str, action: Any) -> Any:
+        """Run ``action``; on a lost or failing connection, reconnect and try once more."""
+        for attempt in (1, 2):
+            try:
+                return action()
+            except Exception as exc:  # noqa: BLE001 - driver errors differ per database
+                if isinstance(exc, BatchError):
+                    raise
+                self._disconnect()
+                if attempt == 2:
+                    raise SinkError(f"{self.where}: could not {what}: {type(exc).__name__}: "
+                                    f"{exc}".strip()) from None
+                log.warning("%s: %s failed (%s); reconnecting and retrying once", self.where,
+                            what, exc)
+                time.sleep(1.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def publish(self, info: PublishInfo) -> None:
+        self.flush()
+
+        def swap() -> None:
+            conn = self._connect()
+            cur = self._begin(conn)
+            for stage, target, schema in ((self.stage, self.table, self.schema),
+                                          (self.rejects_stage, self.rejects_table,
+                                           self.rejects_schema)):
+                if self.mode == "replace":
+                    cur.execute(f"DROP TABLE IF EXISTS {self._q(target)}")
+                    cur.execute(f"ALTER TABLE {self._q(stage)} RENAME TO {self._q(target)}")
+                else:
+                    if not self._exists(cur, target):
+                        cur.execute(self._ddl(target, schema))
+                    cur.execute(f"INSERT INTO {self._q(target)} SELECT * FROM {self._q(stage)}")
+                    cur.execute(f"DROP TABLE {self._q(stage)}")
+            cur.execute(f"DROP TABLE {self._q(self.chunks)}")
+            if info.keys:
+                keys = ", ".join(self._q(k) for k in info.keys)
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {self._q(self.table[:50] + '__key')} "
+                            f"ON {self._q(self.table)} ({keys})")
+            self._record_table(cur, info)
+            conn.commit()
+
+        self._retry(f"publish table {self.table}", swap)
+
+    def _record_table(self, cur: Any, info: PublishInfo) -> None:
+        m = "?" if self.dialect == "sqlite" else "%s"
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name TEXT PRIMARY KEY, "
+                    f"key_columns TEXT, run_id TEXT, model TEXT, model_version INTEGER, "
+                    f"rows_written BIGINT, finished_at TEXT)")
+        cur.execute(f"DELETE FROM {META_TABLE} WHERE table_name = {m}", (self.table,))
+        from datetime import UTC, datetime
+
+        cur.execute(f"INSERT INTO {META_TABLE} VALUES ({', '.join([m] * 7)})",
+                    (self.table, ",".join(info.keys), info.run_id, info.model, info.version,
+                     info.rows, datetime.now(UTC).isoformat()))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+                self._raw.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+            self._conn = None
+        self.engine.dispose()
+
+    def discard(self) -> None:
+        try:
+            conn = self._connect()
+            cur = self._begin(conn)
+            for name in (self.stage, self.chunks, self.rejects_stage):
+                cur.execute(f"DROP TABLE IF EXISTS {self._q(name)}")
+            conn.commit()
+        finally:
+            self.close()
