@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -24,12 +25,13 @@ def _x_table(n: int) -> pa.Table:
     return pa.table({"id": pa.array(np.arange(n)), "x": pa.array(np.arange(n, dtype=np.float32))})
 
 
-@pytest.mark.parametrize("output", ["parquet", "sqlite"])
+@pytest.mark.parametrize("output", ["parquet", "sqlite", "folder"])
 def test_sigterm_marks_interrupted_and_resume_finishes_without_duplicates(
         env: Path, batch_repo: Path, output: str) -> None:  # noqa: F811
     n = 64 * 60
     pq.write_table(_x_table(n), env / "in.parquet", row_group_size=64 * 10)
-    target = str(env / "out.parquet") if output == "parquet" else f"sqlite:///{env / 'o.db'}"
+    target = {"parquet": str(env / "out.parquet"), "sqlite": f"sqlite:///{env / 'o.db'}",
+              "folder": f"{env / 'out'}/"}[output]
     cmd = [sys.executable, "-m", "ferry", "batch", "slow", "--input", str(env / "in.parquet"),
            "--output", target, "--table", "scores", "--key", "id", "--chunk-rows", "64",
            "--checkpoint-s", "0", "-q"]
@@ -53,8 +55,9 @@ def test_sigterm_marks_interrupted_and_resume_finishes_without_duplicates(
     [resumed] = runs(env)
     assert (resumed["run_id"], resumed["status"]) == (run["run_id"], "succeeded")
     assert (resumed["rows_in"], resumed["rows_out"], resumed["chunks_done"]) == (n, n, 60)
-    if output == "parquet":
-        out = pq.read_table(env / "out.parquet")
+    if output != "sqlite":
+        out = pq.read_table(env / "out.parquet") if output == "parquet" else ds.dataset(
+            env / "out", format="parquet").to_table()
         ids, ys = out["id"].to_numpy(), out["y"].to_numpy()
     else:
         con = sqlite3.connect(env / "o.db")

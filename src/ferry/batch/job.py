@@ -44,6 +44,8 @@ class Location:
     """The file path for a file output; the SQLAlchemy URL (without ``table``) for sql."""
     table: str = ""
     """The table, for sql."""
+    folder: bool = False
+    """A file output written as a folder of part files (``--output preds/``)."""
 
     @property
     def is_sql(self) -> bool:
@@ -109,9 +111,15 @@ def parse_input(text: str, fmt: str | None = None, table: str | None = None) -> 
 
 
 def parse_output(text: str, fmt: str | None = None, table: str | None = None) -> Location:
-    """``--output``: a SQL URL (with a table) or a ``.parquet`` / ``.csv`` file."""
+    """``--output``: a SQL URL (with a table), a ``.parquet`` / ``.csv`` file, or a folder
+    of part files (a path ending in ``/``, or an existing folder; Parquet unless ``fmt``)."""
     if is_sql_url(text):
         return _sql_location(text, table)
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        found = fmt or "parquet"
+        if found not in OUTPUT_FORMATS:
+            raise BatchError(f"--output-format {found!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+        return Location("file", found, target=text.rstrip("/" + os.sep) or text, folder=True)
     found = fmt or _format_of(text, "--output")
     if found not in OUTPUT_FORMATS:
         raise BatchError(f"--output {text!r}: format {found!r} is not writable; use "

@@ -34,6 +34,7 @@ from ferry.batch.records import RunStore, new_run_id, now
 from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta, make_layout
 from ferry.batch.workers import WorkerPool
 from ferry.batch.sinks import PublishInfo, open_sink
+from ferry.batch.sinks.base import ChunkWriter
 from ferry.errors import FerryError
 from ferry.runtimes.registry import runtime_class
 
@@ -67,9 +68,10 @@ class RunFailed(FerryError):
 
 
 def _build_scorer(job: BatchJob, model: models.ModelVersion, layout: Layout, run_id: str,
-                  scored_at: datetime) -> tuple[ChunkScorer, list[str]]:
+                  scored_at: datetime, store: ChunkWriter | None
+                  ) -> tuple[ChunkScorer, list[str], ChunkWriter | None]:
     """In a worker process: load the model once (picklable via ``functools.partial``)."""
-    return ChunkScorer(job, model, layout, run_id, scored_at), layout.read_columns
+    return ChunkScorer(job, model, layout, run_id, scored_at), layout.read_columns, store
 
 
 class _Counts:
@@ -137,11 +139,11 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
         total = _total_rows(source)
 
         def written(result: ChunkResult) -> None:
-            counts.pending[result.chunk] = (result.rows_in, result.output.num_rows,
-                                            result.rejects.num_rows)
+            counts.pending[result.chunk] = (result.rows_in, result.rows_out,
+                                            result.rows_rejected)
             counts.rows_in += result.rows_in
-            counts.rows_out += result.output.num_rows
-            counts.rows_rejected += result.rejects.num_rows
+            counts.rows_out += result.rows_out
+            counts.rows_rejected += result.rows_rejected
             _record(store, run_id, counts, sink.write(result))
             if counts.rows_in and counts.rows_rejected / counts.rows_in > job.max_reject_rate:
                 raise BatchError(f"{counts.rows_rejected} of {counts.rows_in} rows rejected "
@@ -161,7 +163,8 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
             _run_in_process(chunks, scorer, layout, written)
         else:
             runtime.unload()
-            pool.start(functools.partial(_build_scorer, job, model, layout, run_id, scored_at))
+            pool.start(functools.partial(_build_scorer, job, model, layout, run_id, scored_at,
+                                         sink.chunk_writer()))
             _run_with_pool(chunks, pool, written, Meta(model.version, run_id, scored_at))
             summary.worker_restarts = pool.restarts
         _record(store, run_id, counts, sink.flush())

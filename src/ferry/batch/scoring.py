@@ -25,10 +25,29 @@ REASON = "reject_reason"
 
 @dataclass
 class ChunkResult:
+    """One scored chunk. ``output`` and ``rejects`` are None once a sink's chunk writer has
+    stored them where they were scored (a worker process); the counts stay."""
+
     chunk: int
-    output: pa.Table
-    rejects: pa.Table
+    output: pa.Table | None
+    rejects: pa.Table | None
     rows_in: int
+    rows_out: int = 0
+    rows_rejected: int = 0
+
+    def __post_init__(self) -> None:
+        if self.output is not None:
+            self.rows_out = self.output.num_rows
+        if self.rejects is not None:
+            self.rows_rejected = self.rejects.num_rows
+
+    @property
+    def stored(self) -> bool:
+        return self.output is None
+
+    def counts_only(self) -> ChunkResult:
+        return ChunkResult(self.chunk, None, None, self.rows_in, self.rows_out,
+                           self.rows_rejected)
 
 
 @dataclass(frozen=True)
@@ -208,11 +227,14 @@ class Meta:
 
     @staticmethod
     def strip(result: ChunkResult) -> ChunkResult:
+        assert result.output is not None  # noqa: S101 - stripped before it is stored
         result.output = result.output.drop_columns(list(_META))
         return result
 
     def restore(self, result: ChunkResult) -> ChunkResult:
         table = result.output
+        if table is None:  # stored where it was scored, with its columns
+            return result
         for name, array in zip(_META, self.arrays(table.num_rows), strict=True):
             table = table.append_column(pa.field(name, _META[name]), array)
         result.output = table

@@ -54,7 +54,7 @@ def _main(conn: Connection, cpu: int | None) -> None:
             pass
     try:
         make_scorer = conn.recv()
-        scorer, columns = make_scorer()
+        scorer, columns, store = make_scorer()
         reader = SliceReader(columns)
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         conn.send(("init-error", None, f"{type(exc).__name__}: {exc}"))
@@ -70,11 +70,14 @@ def _main(conn: Connection, cpu: int | None) -> None:
         chunk, payload = message
         try:
             result = scorer.score(chunk, reader.read(payload))
+            # Store the chunk here when the sink allows it (the parent gets counts only),
+            # else send the rows without the run-constant columns.
+            reply = store(result) if store else Meta.strip(result)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             conn.send(("error", chunk, getattr(exc, "message", None) or
                        f"{type(exc).__name__}: {exc}"))
         else:
-            conn.send(("ok", chunk, Meta.strip(result)))
+            conn.send(("ok", chunk, reply))
 
 
 class WorkerPool:
@@ -103,7 +106,8 @@ class WorkerPool:
         worker.conn.send(self._make_scorer)
 
     def start(self, make_scorer: Callable[[], Any]) -> None:
-        """Send each worker the picklable ``make_scorer`` (returns ``(scorer, columns)``)
+        """Send each worker the picklable ``make_scorer`` (returns ``(scorer, columns,
+        chunk_writer or None)``)
         and wait until every worker has loaded the model."""
         self._make_scorer = make_scorer
         for w in self.workers:

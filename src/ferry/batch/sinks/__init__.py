@@ -1,4 +1,5 @@
-"""Sinks: where scored chunks go (files in ``files``, database tables in ``database``);
+"""Sinks: where scored chunks go (one file in ``files``, a folder of part files in
+``folder``, database tables in ``database``);
 the contract every sink keeps is in ``base``."""
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from ferry.batch.job import BatchError, Location
 from ferry.batch.sinks.base import META_TABLE, PublishInfo, Sink, SinkError
 from ferry.batch.sinks.database import DbSink
 from ferry.batch.sinks.files import FileSink
+from ferry.batch.sinks.folder import FolderSink
 
-__all__ = ["META_TABLE", "DbSink", "FileSink", "PublishInfo", "Sink", "SinkError", "open_sink"]
+__all__ = ["META_TABLE", "DbSink", "FileSink", "FolderSink", "PublishInfo", "Sink", "SinkError",
+           "open_sink"]
 
 
 def open_sink(output: Location, rejects: str | None, run_id: str, mode: str,
@@ -23,6 +26,8 @@ def open_sink(output: Location, rejects: str | None, run_id: str, mode: str,
     if mode == "append":
         raise BatchError("--mode append is for database outputs; a file output is replaced")
     target = Path(output.target)
+    if output.folder:
+        return FolderSink(output.format, target, Path(rejects or f"{target}.rejects"), run_id)
     if rejects is None:
         rejects = str(target.with_name(f"{target.stem}.rejects{target.suffix}"))
     return FileSink(output.format, target, Path(rejects), run_id, schema, rejects_schema,

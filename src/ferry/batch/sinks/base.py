@@ -21,10 +21,14 @@ the durable chunk numbers, written in the same transaction as the rows; SQLite i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ferry.batch.job import BatchError
 from ferry.batch.scoring import ChunkResult
+
+ChunkWriter = Callable[[ChunkResult], ChunkResult]
+"""Stores a chunk's tables and returns its ``counts_only()`` result."""
 
 META_TABLE = "batch_tables"
 """In an output database: which tables Ferry wrote, their key column(s) and last run."""
@@ -51,6 +55,12 @@ class Sink:
 
     def write(self, result: ChunkResult) -> list[int]:
         raise NotImplementedError
+
+    def chunk_writer(self) -> ChunkWriter | None:
+        """A picklable writer that stores one chunk durably from any process (a scoring
+        worker), or None when only this process may write (ordered files, databases). When
+        workers store chunks themselves, ``write`` receives results with ``stored`` set."""
+        return None
 
     def flush(self) -> list[int]:
         raise NotImplementedError
