@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from typing import Any
 
 import click
@@ -99,7 +98,9 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--run-id", hidden=True)
 @click.option("--schedule", hidden=True, help="Set by the scheduler.")
 @click.option("--pin-workers", is_flag=True, help="Pin worker i to CPU i.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress output (default: a live bar on a terminal, else a plain "
+                   "'progress:' line every 5 s or 10 % of the rows on stderr).")
 @repository_option
 @_store_option
 def score(model: str | None, input_: str | None, output: str | None, table: str | None,
@@ -115,6 +116,7 @@ def score(model: str | None, input_: str | None, output: str | None, table: str 
     from ferry.batch.job import BatchJob, parse_input, parse_output
     from ferry.batch.local import RunFailed, run
     from ferry.batch.records import RunStore
+    from ferry.cli._progress import progress_display
     from ferry.errors import FerryError
 
     job = None
@@ -142,22 +144,24 @@ def score(model: str | None, input_: str | None, output: str | None, table: str 
     except FerryError as exc:
         raise click.ClickException(exc.message) from None
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    progress = None if quiet else _Progress()
+    earlier = runs.get_run(resume) if resume else None
+    progress = progress_display(quiet, earlier.rows_in if earlier else 0)
     try:
         summary = run(job, runs, resume=resume, progress=progress, run_id=run_id,  # type: ignore[arg-type]
                       pin_workers=pin_workers)
     except RunFailed as exc:
         if progress:
             progress.end()
+            progress = None
         click.echo(f"ferry batch: {exc.message}", err=True)
         sys.exit(130 if exc.summary.status == "interrupted" else 1)
     except FerryError as exc:
         raise click.ClickException(exc.message) from None
     finally:
+        if progress:
+            progress.end()
         signal.signal(signal.SIGTERM, previous)
         runs.close()
-    if progress:
-        progress.end()
     rate = summary.rows_in / summary.seconds if summary.seconds else 0.0
     click.echo(f"run {summary.run_id} succeeded: {summary.model} v{summary.version}, "
                f"{summary.rows_in} rows in, {summary.rows_out} out, {summary.rows_rejected} "
@@ -166,39 +170,6 @@ def score(model: str | None, input_: str | None, output: str | None, table: str 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-class _Progress:
-    """A one-line bar on a terminal; a plain line every 10 s otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.started = self.last = time.monotonic()
-        self.shown = False
-
-    def __call__(self, done: int, total: int | None, rejected: int) -> None:
-        t = time.monotonic()
-        if t - self.last < (0.2 if self.tty else 10.0):
-            return
-        self.last = t
-        rate = done / max(t - self.started, 1e-9)
-        if total:
-            width = 30
-            filled = int(width * done / total)
-            text = (f"[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} rows "
-                    f"{rate:,.0f}/s, {rejected:,} rejected")
-        else:
-            text = f"{done:,} rows, {rate:,.0f}/s, {rejected:,} rejected"
-        if self.tty:
-            click.echo("\r" + text, nl=False, err=True)
-            self.shown = True
-        else:
-            click.echo(f"progress: {text}", err=True)
-
-    def end(self) -> None:
-        if self.shown:
-            click.echo("", err=True)
-            self.shown = False
 
 
 @batch.command("runs", epilog="""Examples:
