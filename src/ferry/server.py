@@ -2,7 +2,9 @@
 
 ``FerryServer.start()`` loads the repository and starts listening; ``stop()`` stops taking
 connections, lets in-flight requests finish and unloads every version. ``run()`` does both
-around SIGINT/SIGTERM on a uvloop event loop.
+around SIGINT/SIGTERM on a uvloop event loop. Beside serving, the server runs the batch
+schedules of its run-record store on a thread (``ferry.batch.schedules.SchedulerThread``)
+unless ``schedules`` is off.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class FerryServer:
         self._http_state: HttpServerState | None = None
         self._grpc: Any = None
         self._poller: asyncio.Task[None] | None = None
+        self.schedules: Any = None
 
     async def start(self) -> None:
         mode = self.settings.control_mode()
@@ -89,6 +92,13 @@ class FerryServer:
                 self.settings.max_body_bytes)
             print(f"ferry: gRPC listening on {self.settings.host}:{self.grpc_port}",
                   file=sys.stderr, flush=True)
+        schedules = self.settings.schedules_store()
+        if schedules is not None:
+            from ferry.batch.schedules import SchedulerThread
+
+            self.schedules = SchedulerThread(schedules, self.settings.schedules_poll_s,
+                                             self.metrics.registry)
+            self.schedules.start()
         # tests and scripts read this line to find the port when http_port is 0
         print(f"ferry: HTTP listening on http://{self.settings.host}:{self.http_port}",
               file=sys.stderr, flush=True)
@@ -96,6 +106,8 @@ class FerryServer:
     async def stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
+        if self.schedules is not None:  # no new batch runs; the running ones go on
+            await asyncio.get_running_loop().run_in_executor(None, self.schedules.stop)
         if self._grpc is not None:
             await self._grpc.stop(grace=10)
         if self._http is not None and self._http_state is not None:

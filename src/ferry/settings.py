@@ -83,6 +83,27 @@ class ServerSettings(BaseSettings):
     """Largest spill on disk; past it records are dropped, counted and logged."""
     alerts_interval_s: Annotated[float, Field(ge=0)] = 60.0
     """How often alert rules (``monitoring.yaml``) are evaluated; 0 disables them."""
+    schedules: bool = True
+    """Run the batch schedules of the run-record store (``ferry schedule add``) in this
+    server, as ``ferry scheduler`` does: due fires start ``ferry batch`` processes, STALE
+    schedules are logged as alerts and exported as ``ferry_batch_schedule_stale`` on
+    ``/metrics``. Several servers (or a ``ferry scheduler``) on one store never start a fire
+    twice. Off (``FERRY_SCHEDULES=false``) when a separate ``ferry scheduler`` runs them."""
+    batch_store: str | None = None
+    """The run-record store holding the schedules (env ``FERRY_BATCH_STORE``, the variable
+    ``ferry batch`` and ``ferry schedule`` read). Default: the evaluation store ``store``
+    (both default to ``sqlite:///ferry.db``); with ``store=none`` and no ``batch_store``,
+    schedules are not run."""
+    schedules_poll_s: Annotated[float, Field(gt=0)] = 15.0
+    """Seconds between two passes of the scheduler (a fire starts at most this late)."""
+
+    def schedules_store(self) -> str | None:
+        """The store whose schedules this server runs, or None when it runs none."""
+        if not self.schedules:
+            return None
+        if self.batch_store:
+            return self.batch_store
+        return None if self.store.lower() == "none" else self.store
 
     def control_mode(self) -> str:
         """The effective model-control mode."""

@@ -1,15 +1,20 @@
-"""Schedules: the pure deciders, and the scheduler starting real runs through the CLI."""
+"""Schedules: the pure deciders, and the scheduler starting real runs through the CLI, from
+``ferry scheduler``'s loop and from a real ``ferry serve`` process."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from ferry.batch.records import RunRecord, RunStore
 from ferry.batch.schedules import Scheduler, due_fire, period, schedule_rows, staleness
+from ferry.settings import ServerSettings
 from tests.batch.conftest import iris_table, write_parquet
+from tests.conftest import ServerProcess
 from tests.batch.test_local import env, ferry  # noqa: F401 - fixture and helper
 
 T0 = datetime(2026, 11, 20, 1, 30, tzinfo=UTC)
@@ -94,3 +99,68 @@ def test_schedule_add_rejects_bad_cron_and_commands(env: Path) -> None:  # noqa:
     wrong = ferry("schedule", "add", "x", "--cron", "0 2 * * *", "--", "serve", ok=False)
     assert wrong.exit_code == 2 and "batch MODEL" in wrong.output
 
+
+
+def _backdate(store: RunStore, created: datetime) -> None:
+    from ferry.batch.records import schedules
+
+    with store.engine.begin() as c:
+        c.execute(schedules.update().values(created_at=created))
+
+
+def test_ferry_serve_runs_schedules_once_across_restarts(env: Path,  # noqa: F811
+                                                         batch_repo: Path) -> None:
+    write_parquet(iris_table(300), env / "in.parquet")
+    (env / "bad.csv").write_text("id,sepal_length,sepal_width,petal_length,petal_width\n"
+                                 "a,x,1,1,1\n")
+    common = ("--repository", str(batch_repo))
+    ferry("schedule", "add", "good", "--cron", "0 0 1 1 *", "--", "batch", "iris", "--input",
+          env / "in.parquet", "--output", env / "out.parquet", "--key", "id", *common)
+    ferry("schedule", "add", "bad", "--cron", "0 0 1 1 *", "--", "batch", "iris", "--input",
+          env / "bad.csv", "--output", env / "bad.parquet", "--max-reject-rate", "0", *common)
+    store = RunStore()
+    # a yearly fire that is due now: the schedules were made just before this year's fire
+    _backdate(store, datetime(datetime.now(UTC).year, 1, 1, tzinfo=UTC) - timedelta(minutes=1))
+
+    def finished() -> dict[str, list[str]]:
+        return {name: [r.status for r in store.list_runs(schedule=name)]
+                for name in ("good", "bad")}
+
+    server = ServerProcess(batch_repo, "--schedules-poll-s", "0.2")
+    try:
+        deadline = time.monotonic() + 60
+        while finished() != {"good": ["succeeded"], "bad": ["failed"]}:
+            assert time.monotonic() < deadline, finished()
+            time.sleep(0.2)
+        while 'ferry_batch_schedule_stale{schedule="bad"} 1.0' not in (
+                metrics := server.client.get("/metrics").text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.2)
+        assert 'ferry_batch_schedule_stale{schedule="good"} 0.0' in metrics
+    finally:
+        server.stop()
+    log = "".join(server.log)
+    assert "ALERT schedule bad is STALE: last run" in log, log
+    assert "ALERT schedule good" not in log
+    assert pq.read_table(env / "out.parquet").num_rows == 300
+
+    # a restarted server finds this year's fire claimed: nothing runs twice
+    again = ServerProcess(batch_repo, "--schedules-poll-s", "0.2")
+    try:
+        time.sleep(1.5)
+        assert finished() == {"good": ["succeeded"], "bad": ["failed"]}
+        assert 'ferry_batch_schedule_stale{schedule="bad"} 1.0' in again.client.get(
+            "/metrics").text
+    finally:
+        again.stop()
+    store.close()
+
+
+def test_which_store_the_server_runs_schedules_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FERRY_STORE", "FERRY_BATCH_STORE", "FERRY_SCHEDULES"):
+        monkeypatch.delenv(name, raising=False)
+    assert ServerSettings().schedules_store() == "sqlite:///ferry.db"  # the evaluation store
+    assert ServerSettings(store="none").schedules_store() is None
+    assert ServerSettings(store="none", batch_store="sqlite:///r.db").schedules_store() == \
+        "sqlite:///r.db"
+    assert ServerSettings(schedules=False).schedules_store() is None

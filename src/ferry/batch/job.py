@@ -53,11 +53,12 @@ class Location:
 
     def describe(self) -> str:
         if self.is_sql:
-            return f"{_redact(self.target)} table {self.table}"
+            return f"{redact_url(self.target)} table {self.table}"
         return self.target or ", ".join(self.paths)
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
@@ -70,7 +71,7 @@ def _sql_location(text: str, table: str | None) -> Location:
     query = dict(parse_qsl(raw_query))
     name = query.pop("table", None) or table
     if not name:
-        raise BatchError(f"{_redact(text)}: which table? add ?table=NAME to the URL or --table")
+        raise BatchError(f"{redact_url(text)}: which table? add ?table=NAME to the URL or --table")
     scheme, sep, rest = base.partition("://")
     dialect = scheme.split("+")[0]
     if dialect in ("postgresql", "postgres"):

@@ -123,11 +123,13 @@ class RunStore:
     open one per process."""
 
     def __init__(self, url: str | None = None) -> None:
+        from ferry.evalstore.schema import normalize_url
+
         self.url = url or BatchSettings().store
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
-        self.engine = sa.create_engine(self.url, **kwargs)
+        self.engine = sa.create_engine(normalize_url(self.url), **kwargs)
         metadata.create_all(self.engine)
 
     def close(self) -> None:

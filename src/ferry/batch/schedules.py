@@ -9,7 +9,13 @@ while no scheduler ran are caught up once (the latest one), not once per missed 
 Staleness: a schedule is STALE when its last success started longer ago than one period plus
 its grace (or it has never succeeded that long after it was created), or its last run
 failed. The scheduler logs an alert when a schedule turns stale and exports
-``ferry_batch_schedule_stale{schedule}`` (1 = stale) on ``--metrics-port``.
+``ferry_batch_schedule_stale{schedule}`` (1 = stale): on ``--metrics-port`` for
+``ferry scheduler``, on the server's own ``/metrics`` when ``ferry serve`` runs the loop
+(``SchedulerThread``).
+
+Where the loop runs: ``Scheduler.run_forever`` in the ``ferry scheduler`` process, or
+``SchedulerThread`` (a daemon thread of ``ferry serve``). Both call the same ``tick``; a
+failing pass (the store unreachable) is logged and retried on the next one.
 """
 
 from __future__ import annotations
@@ -18,14 +24,14 @@ import logging
 import os
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from croniter import croniter
 
-from ferry.batch.job import BatchError
+from ferry.batch.job import BatchError, redact_url
 from ferry.batch.records import RunRecord, RunStore, new_run_id, now
 
 log = logging.getLogger("ferry.batch.scheduler")
@@ -108,21 +114,32 @@ def schedule_rows(store: RunStore, at: datetime | None = None) -> list[dict[str,
     return rows
 
 
+def stale_gauge(registry: Any) -> Any:
+    """``ferry_batch_schedule_stale{schedule}`` in a Prometheus ``registry``."""
+    from prometheus_client import Gauge
+
+    return Gauge("ferry_batch_schedule_stale", "1 when a batch schedule is STALE (its last "
+                 "success is older than one period plus grace, or its last run failed)",
+                 ["schedule"], registry=registry)
+
+
 class Scheduler:
-    """Starts due fires as ``python -m ferry <argv> --run-id ID --schedule NAME`` processes."""
+    """Starts due fires as ``python -m ferry <argv> --run-id ID --schedule NAME`` processes.
+
+    Staleness goes to ``gauge`` (see ``stale_gauge``) when given, else to a registry served
+    on ``metrics_port`` when given. Use from one thread at a time."""
 
     def __init__(self, store: RunStore, poll_s: float = 15.0, metrics_port: int | None = None,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, gauge: Any = None) -> None:
         self.store, self.poll_s, self.python = store, poll_s, python
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._stale: dict[str, bool] = {}
-        self._gauge: Any = None
-        if metrics_port is not None:
-            from prometheus_client import CollectorRegistry, Gauge, start_http_server
+        self._gauge: Any = gauge
+        if gauge is None and metrics_port is not None:
+            from prometheus_client import CollectorRegistry, start_http_server
 
             registry = CollectorRegistry()
-            self._gauge = Gauge("ferry_batch_schedule_stale", "1 when a batch schedule is "
-                                "STALE (overdue or failed)", ["schedule"], registry=registry)
+            self._gauge = stale_gauge(registry)
             start_http_server(metrics_port, registry=registry)
 
     def tick(self, at: datetime | None = None) -> list[str]:
@@ -147,13 +164,19 @@ class Scheduler:
                     self.children[name] = subprocess.Popen(
                         [self.python, "-m", "ferry", *argv], env=os.environ.copy())
                     started.append(run_id)
+        names = set()
         for row in schedule_rows(self.store, at):
             name, stale = row["name"], row["stale"]
+            names.add(name)
             if stale and not self._stale.get(name):
                 log.warning("ALERT schedule %s is STALE: %s", name, row["stale_reason"])
             self._stale[name] = stale
             if self._gauge is not None:
                 self._gauge.labels(name).set(1 if stale else 0)
+        for gone in set(self._stale) - names:  # removed schedules stop being exported
+            del self._stale[gone]
+            if self._gauge is not None:
+                self._gauge.remove(gone)
         return started
 
     def wait(self) -> None:
@@ -161,7 +184,64 @@ class Scheduler:
             child.wait()
         self.children.clear()
 
-    def run_forever(self) -> None:
-        while True:
-            self.tick()
-            time.sleep(self.poll_s)
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Tick every ``poll_s`` until ``stop`` is set; a failing tick is logged, not fatal."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the store may be back on the next pass
+                log.exception("scheduler pass failed; retrying in %.0f s", self.poll_s)
+            stop.wait(self.poll_s)
+
+    def running(self) -> dict[str, int]:
+        """Schedule name -> pid of its run still going."""
+        return {n: c.pid for n, c in self.children.items() if c.poll() is None}
+
+
+class SchedulerThread:
+    """The scheduler loop on a daemon thread: how ``ferry serve`` runs schedules.
+
+    ``start()`` returns at once; the thread opens the run-record store at ``store_url``
+    (retrying every ``poll_s`` while it is unreachable) and ticks every ``poll_s``.
+    ``stop()`` ends the loop after the pass in progress; runs it started keep going (each
+    records its own outcome; a run cut short by a shutdown of the whole machine is marked
+    failed or interrupted and can be resumed)."""
+
+    def __init__(self, store_url: str, poll_s: float, registry: Any = None) -> None:
+        self.store_url, self.poll_s = store_url, poll_s
+        self.gauge = stale_gauge(registry) if registry is not None else None
+        self.scheduler: Scheduler | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="ferry-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _main(self) -> None:
+        store = None
+        while store is None and not self._stop.is_set():
+            try:
+                store = RunStore(self.store_url)
+            except Exception as exc:  # noqa: BLE001 - retried until it answers
+                log.warning("schedules: cannot open the run-record store %s: %s; retrying in "
+                            "%.0f s", redact_url(self.store_url), exc, self.poll_s)
+                self._stop.wait(self.poll_s)
+        if store is None:
+            return
+        log.info("schedules: running the schedules of %s every %.0f s",
+                 redact_url(self.store_url), self.poll_s)
+        self.scheduler = Scheduler(store, self.poll_s, gauge=self.gauge)
+        try:
+            self.scheduler.run_forever(self._stop)
+        finally:
+            for name, pid in self.scheduler.running().items():
+                log.info("schedule %s: run (pid %d) keeps going after the scheduler stops",
+                         name, pid)
+            store.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+

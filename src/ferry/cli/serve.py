@@ -15,6 +15,8 @@ import click
   ferry serve ./models --trust-pickles # also load sklearn joblib/pickle models
   ferry serve s3://bucket/repo --poll 5   # watch object storage for new versions
   ferry serve ./models --model-control explicit --load-model iris
+  ferry serve ./models --batch-store sqlite:///runs.db   # run the schedules kept there
+  ferry serve ./models --no-schedules  # leave schedules to a `ferry scheduler` process
 """)
 @click.argument("repo", required=False, type=click.Path(file_okay=False))
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
@@ -49,6 +51,15 @@ import click
                    "postgresql://USER@HOST/DB, or none.")
 @click.option("--store-sample-rate", type=float, default=None,
               help="Share of inferences recorded in the store (default 1).")
+@click.option("--schedules/--no-schedules", default=None,
+              help="Run the batch schedules of the run-record store in this server (default "
+                   "on; env FERRY_SCHEDULES). E.g. --no-schedules when `ferry scheduler` "
+                   "runs them.")
+@click.option("--batch-store", default=None,
+              help="Run-record store holding the schedules (env FERRY_BATCH_STORE; default: "
+                   "the --store URL), e.g. sqlite:///runs.db.")
+@click.option("--schedules-poll-s", type=float, default=None,
+              help="Seconds between scheduler passes (default 15), e.g. 5.")
 def serve(repo: str | None, **options: object) -> None:
     """Serve the model repository REPO (default: the bundled examples) over HTTP.
 
