@@ -157,7 +157,8 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
             from ferry.batch.ray import run_on_ray
 
             runtime.unload()
-            run_on_ray(chunks, job, model, layout, run_id, scored_at, written, job.ray_address)
+            run_on_ray(chunks, job, model, layout, run_id, scored_at, written, job.ray_address,
+                       sink.chunk_writer())
         elif pool is None:
             scorer = ChunkScorer(job, model, layout, run_id, scored_at, runtime=runtime)
             _run_in_process(chunks, scorer, layout, written)

@@ -36,6 +36,7 @@ from ferry.batch.job import BatchError, BatchJob
 from ferry.batch.model import ModelVersion
 from ferry.batch.readers import ParquetSlice, Payload, SliceReader
 from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta
+from ferry.batch.sinks.base import ChunkWriter
 
 log = logging.getLogger("ferry.batch")
 
@@ -69,21 +70,28 @@ def _unipc(data: bytes) -> pa.Table:
 class _Actor:
     """One Ray actor: loads the model once, then scores slices."""
 
-    def __init__(self, make: Callable[[], ChunkScorer]) -> None:
+    def __init__(self, make: Callable[[], ChunkScorer], store: ChunkWriter | None) -> None:
         self.scorer = make()
+        self.store = store
         self.reader = SliceReader(self.scorer.layout.read_columns)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"chunk": [], "rows_in": [], "output": [], "rejects": []}
+        out: dict[str, list[Any]] = {k: [] for k in (
+            "chunk", "rows_in", "rows_out", "rows_rejected", "output", "rejects")}
         for chunk, path, group, offset, length in zip(
                 batch["chunk"], batch["path"], batch["row_group"], batch["offset"],
                 batch["length"], strict=True):
             piece = ParquetSlice(str(path), int(group), int(offset), int(length))
             result = self.scorer.score(int(chunk), self.reader.read(piece))
+            if self.store is not None:  # written here; the driver gets counts only
+                result = self.store(result)
             out["chunk"].append(result.chunk)
             out["rows_in"].append(result.rows_in)
-            out["output"].append(_ipc(Meta.strip(result).output))
-            out["rejects"].append(_ipc(result.rejects))
+            out["rows_out"].append(result.rows_out)
+            out["rows_rejected"].append(result.rows_rejected)
+            stored = result.stored
+            out["output"].append(b"" if stored else _ipc(Meta.strip(result).output))
+            out["rejects"].append(b"" if stored else _ipc(result.rejects))
         return out
 
 
@@ -102,8 +110,11 @@ def start(address: str | None, cpus: int | None = None) -> tuple[Any, bool]:
 
 def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: ModelVersion,
                layout: Layout, run_id: str, scored_at: datetime,
-               written: Callable[[ChunkResult], None], address: str | None) -> None:
-    """Score ``chunks`` (Parquet slices) on Ray and call ``written`` for each, in order."""
+               written: Callable[[ChunkResult], None], address: str | None,
+               store: ChunkWriter | None = None) -> None:
+    """Score ``chunks`` (Parquet slices) on Ray and call ``written`` for each, in order.
+    With ``store`` (a sink's chunk writer: folder outputs) the actors write the chunks
+    themselves, so on a cluster the output folder must be on storage every node can write."""
     items = []
     for chunk, piece in chunks:
         if not isinstance(piece, ParquetSlice):
@@ -123,7 +134,7 @@ def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: Mode
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
             _Actor, fn_constructor_args=(functools.partial(_build, job, model, layout, run_id,
-                                                           scored_at),),
+                                                           scored_at), store),
             batch_size=1, batch_format="numpy", zero_copy_batch=True,
             compute=ray.data.ActorPoolStrategy(size=actors),
             # Less than a whole CPU each, so a pool as large as the cluster still leaves
@@ -136,6 +147,8 @@ def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: Mode
                                      prefetch_batches=2):
             for row in batch.to_pylist():
                 pending[row["chunk"]] = meta.restore(ChunkResult(
+                    row["chunk"], None, None, row["rows_in"], row["rows_out"],
+                    row["rows_rejected"]) if store is not None else ChunkResult(
                     row["chunk"], _unipc(row["output"]), _unipc(row["rejects"]), row["rows_in"]))
             while expected and expected[0] in pending:
                 written(pending.pop(expected.pop(0)))
