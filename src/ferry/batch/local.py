@@ -57,6 +57,8 @@ class RunSummary:
     output: str
     error: str | None = None
     worker_restarts: int = 0
+    engine_s: float = 0.0
+    """Seconds spent starting and stopping the engine (Ray), included in ``seconds``."""
 
 
 class RunFailed(FerryError):
@@ -157,8 +159,8 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
             from ferry.batch.ray import run_on_ray
 
             runtime.unload()
-            run_on_ray(chunks, job, model, layout, run_id, scored_at, written, job.ray_address,
-                       sink.chunk_writer())
+            summary.engine_s = run_on_ray(chunks, job, model, layout, run_id, scored_at,
+                                          written, job.ray_address, sink.chunk_writer())
         elif pool is None:
             scorer = ChunkScorer(job, model, layout, run_id, scored_at, runtime=runtime)
             _run_in_process(chunks, scorer, layout, written)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -111,10 +112,11 @@ def start(address: str | None, cpus: int | None = None) -> tuple[Any, bool]:
 def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: ModelVersion,
                layout: Layout, run_id: str, scored_at: datetime,
                written: Callable[[ChunkResult], None], address: str | None,
-               store: ChunkWriter | None = None) -> None:
+               store: ChunkWriter | None = None) -> float:
     """Score ``chunks`` (Parquet slices) on Ray and call ``written`` for each, in order.
     With ``store`` (a sink's chunk writer: folder outputs) the actors write the chunks
-    themselves, so on a cluster the output folder must be on storage every node can write."""
+    themselves, so on a cluster the output folder must be on storage every node can write.
+    Returns the seconds spent starting and stopping Ray (0 when it was already running)."""
     items = []
     for chunk, piece in chunks:
         if not isinstance(piece, ParquetSlice):
@@ -123,8 +125,10 @@ def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: Mode
         items.append({"chunk": chunk, "path": piece.path, "row_group": piece.row_group,
                       "offset": piece.offset, "length": piece.length})
     if not items:
-        return
+        return 0.0
+    clock = time.monotonic()
     ray, started = start(address, job.workers or None)
+    fixed = time.monotonic() - clock
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -162,7 +166,10 @@ def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: Mode
         raise
     finally:
         if started:
+            clock = time.monotonic()
             ray.shutdown()
+            fixed += time.monotonic() - clock
+    return fixed
 
 
 def _ray_message(exc: BaseException) -> str:

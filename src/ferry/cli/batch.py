@@ -165,7 +165,8 @@ def score(model: str | None, input_: str | None, output: str | None, table: str 
     rate = summary.rows_in / summary.seconds if summary.seconds else 0.0
     click.echo(f"run {summary.run_id} succeeded: {summary.model} v{summary.version}, "
                f"{summary.rows_in} rows in, {summary.rows_out} out, {summary.rows_rejected} "
-               f"rejected, {summary.seconds:.2f} s ({rate:,.0f} rows/s) -> {summary.output}")
+               f"rejected, {summary.seconds:.2f} s ({rate:,.0f} rows/s) -> {summary.output}"
+               + (f" (Ray start and stop: {summary.engine_s:.2f} s)" if summary.engine_s else ""))
 
 
 def _interrupt(signum: int, frame: Any) -> None:
