@@ -15,6 +15,9 @@ Example::
     instances: 1
     threads: 1
     version_policy: {latest: 2}
+    monitoring:                      # drift thresholds, quality overrides, alerts
+      drift: {wasserstein: 0.15, features: {f0: {wasserstein: 0.3}}}
+      quality: {min_rows: 100, features: {f0: {min: 0, max: 120}}}
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ferry.datatypes import ALLOWED, V2_TO_NUMPY
 from ferry.errors import ManifestError
+from ferry.monitoring.config import MonitoringConfig
 from ferry.types import TensorSpec
 
 MANIFEST_FILE = "model.yaml"
@@ -64,6 +68,16 @@ class TensorConfig(_Strict):
 
     def spec(self) -> TensorSpec:
         return TensorSpec(self.name, self.datatype, tuple(self.shape), self.allow_nan)
+
+    def feature_names(self) -> list[str]:
+        """The monitored column names this tensor gives (``evalstore/features.py`` rules):
+        its name for width 1, ``features`` or ``name[i]`` for ``[-1, k]``, else none."""
+        shape = self.shape
+        if not shape or shape[0] != -1 or len(shape) > 2 or (len(shape) == 2 and shape[1] == -1):
+            return []
+        if len(shape) == 1 or shape[1] == 1:
+            return [self.name]
+        return self.features or [f"{self.name}[{i}]" for i in range(shape[1])]
 
 
 class DynamicBatching(_Strict):
@@ -132,6 +146,9 @@ class ModelManifest(_Strict):
     their failure fails the load."""
     sha256: dict[int, str] = {}
     """Expected sha256 (see ``ferry models``) per version; a mismatch fails the load."""
+    monitoring: MonitoringConfig = MonitoringConfig()
+    """Drift thresholds (per model and per feature), data-quality overrides and alerts
+    (``monitoring/config.py``, ``docs/monitoring.md``)."""
 
     @model_validator(mode="after")
     def _batch_axis(self) -> ModelManifest:
@@ -141,6 +158,20 @@ class ModelManifest(_Strict):
                     raise ValueError(f"max_batch_size is {self.max_batch_size} but "
                                      f"{t.name!r} has shape {t.shape}; a batching model's "
                                      f"tensors start with the batch axis -1")
+        return self
+
+    @model_validator(mode="after")
+    def _monitored_features(self) -> ModelManifest:
+        """With a declared signature, settings for a feature it does not have are errors."""
+        if self.inputs is None or self.outputs is None:
+            return self  # the rest of the signature comes from the artifact: checked later
+        known = {n for t in self.inputs + self.outputs for n in t.feature_names()}
+        for section in ("drift", "quality"):
+            for name in getattr(self.monitoring, section).features:
+                if name not in known:
+                    raise ValueError(f"monitoring.{section}.features names {name!r}, which is "
+                                     f"not a feature of this model; its features are "
+                                     f"{sorted(known)}")
         return self
 
 

@@ -1,36 +1,68 @@
-"""``<model>/monitoring.yaml``: per-model drift thresholds, data-quality overrides and
-alerts, validated strictly (unknown keys are errors naming the key).
+"""Per-model monitoring settings: the ``monitoring:`` section of ``model.yaml``.
 
-Example::
+Drift thresholds (per model and per feature), data-quality overrides and alerts, validated
+strictly as part of the manifest (an unknown key is an error that names the key and the
+file, and the model does not load). Example::
 
-    drift: {alpha: 0.01, wasserstein: 0.15, jensen_shannon: 0.1, min_rows: 100}
-    quality:
-      min_rows: 100                 # fewer rows per window is a violation
-      max_null_rate: 0.02           # default allowance above the reference's null rate
-      features:
-        age: {max_null_rate: 0.05, min: 0, max: 120}
-        country: {categories: [FR, DE, US]}
-    alerts:
-      - {name: inputs-drifted, when: "drift.feature_share > 0.3", window: 1h}
-      - {name: slow, when: "latency.p99_ms > 50", window: 5m}
-    webhook: http://127.0.0.1:9000/hooks/ferry
+    monitoring:
+      drift:
+        alpha: 0.01
+        wasserstein: 0.15            # numeric features: distance in reference sigmas
+        jensen_shannon: 0.1          # categorical features
+        min_rows: 100
+        multivariate: [mmd, classifier]
+        classifier_auc: 0.6
+        features:
+          age: {wasserstein: 0.3}
+          session_id: {ignore: true}
+      quality:
+        min_rows: 100                 # fewer rows per window is a violation
+        max_null_rate: 0.02           # default allowance above the reference's null rate
+        features:
+          age: {max_null_rate: 0.05, min: 0, max: 120}
+          country: {categories: [FR, DE, US]}
+      alerts:
+        - {name: inputs-drifted, when: "drift.feature_share > 0.3", window: 1h}
+        - {name: slow, when: "latency.p99_ms > 50", window: 5m}
+      webhook: http://127.0.0.1:9000/hooks/ferry
+
+``<model>/monitoring.yaml`` (the same settings, without the ``monitoring:`` key) is still
+read when ``model.yaml`` has no ``monitoring:`` section; it is deprecated.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ferry.errors import ManifestError
+from ferry.errors import FerryError, ManifestError
 
-CONFIG_FILE = "monitoring.yaml"
+if TYPE_CHECKING:
+    from ferry.manifest import ModelManifest
+
+LEGACY_FILE = "monitoring.yaml"
+CONFIG_FILE = LEGACY_FILE  # the old name, kept for importers
+
+log = logging.getLogger("ferry.monitoring")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureDrift(_Strict):
+    """One feature's drift settings; unset values take the model's."""
+
+    alpha: Annotated[float, Field(gt=0, lt=1)] | None = None
+    wasserstein: Annotated[float, Field(ge=0)] | None = None
+    jensen_shannon: Annotated[float, Field(ge=0, le=1)] | None = None
+    min_rows: Annotated[int, Field(ge=2)] | None = None
+    ignore: bool = False
+    """Leave this feature out of the drift section (and of ``feature_share``)."""
 
 
 class DriftConfig(_Strict):
@@ -42,6 +74,12 @@ class DriftConfig(_Strict):
     """Categorical drift threshold: Jensen-Shannon distance (base 2)."""
     min_rows: Annotated[int, Field(ge=2)] = 50
     """Windows with fewer non-null rows per feature are not judged."""
+    multivariate: list[Literal["mmd", "classifier"]] = ["mmd", "classifier"]
+    """Multivariate tests on the numeric inputs' joint samples."""
+    classifier_auc: Annotated[float, Field(ge=0.5, le=1)] = 0.55
+    """Domain classifier: drift when its cross-validated AUC reaches this (and p < alpha)."""
+    features: dict[str, FeatureDrift] = {}
+    """Per-feature overrides, by feature name (inputs or prediction columns)."""
 
 
 class FeatureRule(_Strict):
@@ -74,6 +112,28 @@ class AlertRule(_Strict):
     window: str = "1h"
     """The window the condition is evaluated over."""
 
+    @field_validator("when")
+    @classmethod
+    def _rule(cls, value: str) -> str:
+        from ferry.monitoring.alerts import parse_rule
+
+        try:
+            parse_rule(value)
+        except FerryError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        from ferry.evalstore.windows import parse_duration
+
+        try:
+            parse_duration(value)
+        except FerryError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
 
 class MonitoringConfig(_Strict):
     drift: DriftConfig = DriftConfig()
@@ -82,17 +142,37 @@ class MonitoringConfig(_Strict):
     webhook: str | None = None
     """POSTed a JSON body with the evidence when an alert fires or resolves."""
 
+    def feature_names(self) -> set[str]:
+        """Every feature name the settings mention."""
+        return set(self.drift.features) | set(self.quality.features)
 
-def load_config(model_dir: Path) -> MonitoringConfig:
-    path = model_dir / CONFIG_FILE
-    if not path.is_file():
+
+def load_config(model_dir: Path, manifest: ModelManifest | None = None) -> MonitoringConfig:
+    """The monitoring settings of the model in ``model_dir``: ``manifest.monitoring`` (read
+    from ``model_dir/model.yaml`` when no manifest is given) or, when the manifest has no
+    ``monitoring:`` section, the deprecated ``model_dir/monitoring.yaml``.
+
+    Raises ``ManifestError`` naming the file and the key."""
+    from ferry.manifest import MANIFEST_FILE, load_manifest
+
+    if manifest is None:
+        manifest = load_manifest(model_dir / MANIFEST_FILE)
+    legacy = model_dir / LEGACY_FILE
+    if "monitoring" in manifest.model_fields_set:
+        if legacy.is_file():
+            log.warning("%s is ignored: %s has a monitoring: section", legacy,
+                        model_dir / MANIFEST_FILE)
+        return manifest.monitoring
+    if not legacy.is_file():
         return MonitoringConfig()
+    log.warning("%s is deprecated: move its settings under 'monitoring:' in %s", legacy,
+                model_dir / MANIFEST_FILE)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(legacy.read_text()) or {}
         return MonitoringConfig.model_validate(raw)
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+        raise ManifestError(f"{legacy}: not valid YAML: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                              for e in exc.errors())
-        raise ManifestError(f"{path}: {problems}") from None
+        raise ManifestError(f"{legacy}: {problems}") from None

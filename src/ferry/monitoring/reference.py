@@ -2,22 +2,29 @@
 live windows alike.
 
 Per feature: type, row count, null count, and for numbers min/max/mean/std and an Apache
-DataSketches KLL quantile sketch (mergeable, ~5 KB); for categories their counts (up to
-``MAX_CATEGORIES`` distinct, the rest summed as ``other``). Beside the sketches each feature
-keeps a bounded **uniform reservoir sample** of its non-null values (``sample_size``,
-default 50,000), because sketch-based tests miss small real shifts: drift tests run on the
-samples exactly (``monitoring.drift``). A joint sample of whole rows (``joint_size``) feeds
-the multivariate test.
+DataSketches KLL quantile sketch (mergeable, ~5 KB). For categories: their exact counts
+while a feature has at most ``MAX_CATEGORIES`` distinct values; above that, an Apache
+DataSketches **frequent items** sketch (``frequent_strings_sketch``, mergeable, each
+estimate within ``epsilon x rows`` of the true count, ``epsilon = 0.0017``) instead
+(``FeatureProfile.exact`` says which). Beside the sketches each feature keeps a bounded
+**uniform reservoir sample** of its non-null values (``sample_size``, default 50,000),
+because sketch-based tests miss small real shifts: drift tests run on the samples exactly
+(``monitoring.drift``). A joint sample of whole rows (``joint_size``) feeds the
+multivariate tests.
 
 ``Profile.merge`` combines two profiles (sketches merge, counts add, samples are re-drawn
 with probabilities proportional to the rows each side saw), so windows merge and slide
-without rescanning raw rows.
+without rescanning raw rows. Two exact category tables whose union has more than
+``MAX_CATEGORIES`` values merge into a frequent items sketch.
+
+``comparable_categories`` prepares a high-cardinality feature for the chi-square and
+Jensen-Shannon tests: bins for the frequent items of both sides, the rest in ``<other>``.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,13 @@ from ferry.evalstore import codec
 from ferry.evalstore.features import FeatureLayout
 
 MAX_CATEGORIES = 1000
+"""Up to this many distinct values a categorical feature keeps exact counts."""
+FREQUENT_LG_MAP = 11
+"""log2 of the frequent items sketch's map: it tracks up to 1,536 items, with error
+``epsilon = 3.5 / 2048`` of the rows per estimate."""
+MAX_BINS = 50
+"""High-cardinality features are compared over the top ``MAX_BINS`` items of each side."""
+OTHER = "<other>"
 REFERENCE_FILES = ("reference.parquet", "reference.csv")
 
 
@@ -39,6 +53,22 @@ def _kll() -> Any:
         raise ExtraNotInstalled("quantile sketches need Apache DataSketches: pip install "
                                 "'ferry[monitoring]'") from None
     return datasketches.kll_doubles_sketch
+
+
+def _frequent() -> Any:
+    _kll()  # the same import, the same message when it is missing
+    import datasketches
+
+    return datasketches.frequent_strings_sketch
+
+
+def frequent_sketch(counts: dict[str, int]) -> Any:
+    """A frequent items sketch of exact counts (as if built from the rows)."""
+    sketch = _frequent()(FREQUENT_LG_MAP)
+    for key, count in counts.items():
+        if key != OTHER and count > 0:
+            sketch.update(key, int(count))
+    return sketch
 
 
 @dataclass
@@ -56,11 +86,34 @@ class FeatureProfile:
     std: float | None = None
     kll: bytes | None = None
     categories: dict[str, int] = field(default_factory=dict)
+    """Exact counts per category (when ``exact``); empty above ``MAX_CATEGORIES``."""
     sample: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frequent: bytes | None = None
+    """The frequent items sketch, for categorical features that are not ``exact``."""
+    exact: bool = True
+    """``categories`` holds every category's exact count."""
 
     @property
     def null_rate(self) -> float:
         return self.nulls / self.count if self.count else 0.0
+
+    def sketch(self) -> Any:
+        """The frequent items sketch (built from the exact counts when there is none)."""
+        if self.frequent is not None:
+            return _frequent().deserialize(self.frequent)
+        return frequent_sketch(self.categories)
+
+    def top_categories(self, k: int) -> dict[str, float]:
+        """The ``k`` most frequent categories with their (estimated) counts."""
+        if self.exact:
+            ranked = sorted((c for c in self.categories.items() if c[0] != OTHER),
+                            key=lambda c: -c[1])
+            return dict(ranked[:k])
+        import datasketches
+
+        items = self.sketch().get_frequent_items(
+            datasketches.frequent_items_error_type.NO_FALSE_NEGATIVES, 0)
+        return {key: float(estimate) for key, estimate, _, _ in items[:k]}
 
     def quantiles(self, qs: list[float]) -> list[float]:
         if self.kll is None:
@@ -73,7 +126,10 @@ class FeatureProfile:
         if self.kind == "numeric":
             doc.update(min=self.min, max=self.max, mean=self.mean, std=self.std)
         else:
-            doc["categories"] = len(self.categories)
+            doc["categories"] = len(self.categories) if self.exact else None
+            doc["categories_exact"] = self.exact
+            if not self.exact:
+                doc["frequent_items"] = {k: round(v) for k, v in self.top_categories(10).items()}
         return doc
 
 
@@ -92,7 +148,8 @@ class Profile:
         meta = {"rows": self.rows, "joint_names": self.joint_names, "features": {
             n: {"kind": p.kind, "count": p.count, "nulls": p.nulls, "min": p.min, "max": p.max,
                 "mean": p.mean, "std": p.std, "categories": p.categories,
-                "kll": None if p.kll is None else p.kll.hex()}
+                "kll": None if p.kll is None else p.kll.hex(), "exact": p.exact,
+                "frequent": None if p.frequent is None else p.frequent.hex()}
             for n, p in self.features.items()}}
         head = orjson.dumps(meta)
         return len(head).to_bytes(4, "little") + head + codec.encode(tensors)
@@ -105,10 +162,13 @@ class Profile:
         features = {}
         for name, m in meta["features"].items():
             sample = tensors[f"s:{name}"]
+            frequent = m.get("frequent")
             features[name] = FeatureProfile(
                 name, m["kind"], m["count"], m["nulls"], m["min"], m["max"], m["mean"],
                 m["std"], None if m["kll"] is None else bytes.fromhex(m["kll"]),
-                m["categories"], sample)
+                m["categories"], sample, None if frequent is None else bytes.fromhex(frequent),
+                # profiles stored before the sketch: top 1,000 exact counts and <other>
+                m.get("exact", OTHER not in m["categories"]))
         return cls(meta["rows"], features, tensors["joint"], meta["joint_names"])
 
     def merge(self, other: Profile, seed: int = 0) -> Profile:
@@ -138,10 +198,15 @@ def _merge_feature(a: FeatureProfile, b: FeatureProfile, rng: np.random.Generato
             out.kll = sketch.serialize()
         else:
             out.kll = a.kll or b.kll
-    else:
+    elif a.exact and b.exact and len(a.categories.keys() | b.categories.keys()) <= \
+            MAX_CATEGORIES:
         out.categories = dict(a.categories)
         for k, v in b.categories.items():
             out.categories[k] = out.categories.get(k, 0) + v
+    else:
+        sketch = a.sketch()
+        sketch.merge(b.sketch())
+        out.frequent, out.exact = sketch.serialize(), False
     size = max(len(a.sample), len(b.sample))
     na, nb = a.count - a.nulls, b.count - b.nulls
     if na + nb and size:
@@ -183,11 +248,11 @@ def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
                         dtype=object)
         if len(text):
             keys, counts = np.unique(text.astype(str), return_counts=True)
-            order = np.argsort(-counts, kind="stable")
-            top = order[:MAX_CATEGORIES]
-            p.categories = {str(keys[i]): int(counts[i]) for i in top}
-            if len(order) > MAX_CATEGORIES:
-                p.categories["<other>"] = int(counts[order[MAX_CATEGORIES:]].sum())
+            table = dict(zip(keys.tolist(), counts.tolist(), strict=True))
+            if len(keys) <= MAX_CATEGORIES:
+                p.categories = table
+            else:
+                p.frequent, p.exact = frequent_sketch(table).serialize(), False
         p.sample = text if len(text) <= sample_size else rng.choice(text, sample_size,
                                                                     replace=False)
     return p
@@ -213,6 +278,39 @@ def build_profile(columns: dict[str, np.ndarray], kinds: dict[str, str],
             matrix = matrix[rng.choice(len(matrix), joint_size, replace=False)]
         joint = matrix
     return Profile(rows, features, joint, numeric)
+
+
+def _sample_counts(sample: np.ndarray, keys: set[str]) -> dict[str, int]:
+    values, counts = np.unique(np.asarray(sample).astype(str), return_counts=True)
+    out = dict.fromkeys(sorted(keys), 0)
+    out[OTHER] = 0
+    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        out[v if v in keys else OTHER] += c
+    return out
+
+
+def comparable_categories(ref: FeatureProfile, cur: FeatureProfile
+                          ) -> tuple[FeatureProfile, FeatureProfile, dict[str, Any]] | None:
+    """For a categorical feature where either side is not ``exact`` (more than
+    ``MAX_CATEGORIES`` distinct values): copies of both whose ``categories`` are counted
+    over the same bins, and what was done (for the report). None when both are exact (the
+    tests then run on the exact counts).
+
+    Bins: the ``MAX_BINS`` most frequent items of each side (from the frequent items
+    sketches, which see every row) and ``<other>``. Counts: each side's uniform sample put
+    into those bins, so the chi-square p-value is that of a test on two uniform samples,
+    as the numeric tests are.
+    """
+    if ref.kind != "categorical" or (ref.exact and cur.exact):
+        return None
+    keys = set(ref.top_categories(MAX_BINS)) | set(cur.top_categories(MAX_BINS))
+    keys.discard(OTHER)
+    a, b = _sample_counts(ref.sample, keys), _sample_counts(cur.sample, keys)
+    if not a[OTHER] and not b[OTHER]:
+        del a[OTHER], b[OTHER]
+    note = {"counts": "samples", "bins": len(a), "reference_sample": int(len(ref.sample)),
+            "window_sample": int(len(cur.sample))}
+    return replace(ref, categories=a), replace(cur, categories=b), note
 
 
 # -- reference data ----------------------------------------------------------------------

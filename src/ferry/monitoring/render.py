@@ -49,11 +49,17 @@ def render_table(report: dict[str, Any]) -> str:
                          f"{'YES' if e['drifted'] else 'no'}")
         lines.append(f"drifted: {', '.join(drift.get('drifted_features') or []) or 'none'}"
                      f" (share {_fmt(drift.get('feature_share'))})")
-        mv = drift.get("multivariate") or {}
-        if mv:
-            lines.append(f"multivariate {mv.get('method')}: statistic "
-                         f"{_fmt(mv.get('statistic'))}, p {_fmt(mv.get('p_value'))}, "
-                         f"drifted {'YES' if mv.get('drifted') else 'no'}")
+        for method, mv in (drift.get("multivariate") or {}).items():
+            if not isinstance(mv, dict):
+                continue
+            name = "AUC" if method == "classifier" else "statistic"
+            line = (f"multivariate {method}: {name} {_fmt(mv.get('statistic'))}, "
+                    f"p {_fmt(mv.get('p_value'))}, drifted {'YES' if mv.get('drifted') else 'no'}")
+            if mv.get("top_terms"):
+                line += f" (mostly {', '.join(list(mv['top_terms'])[:3])})"
+            if mv.get("note"):
+                line += f" ({mv['note']})"
+            lines.append(line)
         pred = drift.get("prediction") or {}
         if pred:
             lines.append(f"predictions vs {pred.get('baseline')}: drifted "
@@ -67,14 +73,21 @@ def render_table(report: dict[str, Any]) -> str:
                      f"rate={_fmt(v['rate'])}")
     perf = report.get("performance") or {}
     lines.append("")
-    if perf.get("labelled_rows"):
-        keys = [k for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
-                            "mae", "rmse") if k in perf]
-        lines.append(f"performance ({perf['labelled_rows']} labelled rows): "
-                     + ", ".join(f"{k} {_fmt(perf[k])}" for k in keys))
+    versions = perf.get("versions") or {}
+    if perf.get("labelled_rows") or versions:
+        lines.append("performance:")
+        for version, block in (versions or {str(report["version"]): perf}).items():
+            keys = [k for k in _PERF_KEYS if block.get(k) is not None]
+            lines.append(f"  v{version} ({block['labelled_rows']} labelled rows): "
+                         + ", ".join(f"{k} {_fmt(block[k])}" for k in keys))
     else:
         lines.append("performance: no feedback in this window")
+    for warning in report.get("config_warnings") or []:
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)
+
+
+_PERF_KEYS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse")
 
 
 def _svg(plot: dict[str, Any]) -> str:
