@@ -1,9 +1,10 @@
 """``BatchJob``: everything one batch run needs, as plain data (stored with the run record
 so ``--resume RUN_ID`` replays the same job), and the parsing of ``--input`` / ``--output``.
 
-Locations: a file path or glob (``data/*.csv``, ``day=1/``: a folder of files), or a
-SQLAlchemy URL (``sqlite:///x.db``, ``postgresql://host/db``) whose table comes from
-``?table=NAME`` or ``--table``. The format of a file comes from its suffix unless given.
+Locations: a file path or glob (``data/*.csv``, ``day=1/``: a folder of files), the same on
+object storage (``s3://bucket/day=1/``, any fsspec URL: see ``remote``), or a SQLAlchemy URL
+(``sqlite:///x.db``, ``postgresql://host/db``) whose table comes from ``?table=NAME`` or
+``--table``. The format of a file comes from its suffix unless given.
 """
 
 from __future__ import annotations
@@ -87,20 +88,16 @@ def is_sql_url(text: str) -> bool:
 
 def parse_input(text: str, fmt: str | None = None, table: str | None = None) -> Location:
     """``--input``: a SQL URL, a file, a folder of files or a glob."""
+    from ferry.batch import remote
+
     if is_sql_url(text):
         return _sql_location(text, table)
-    if any(c in text for c in "*?["):
-        paths = sorted(glob.glob(text, recursive=True))
-    elif os.path.isdir(text):
-        paths = sorted(str(p) for p in Path(text).rglob("*") if p.is_file()
-                       and not p.name.startswith((".", "_")))
+    if remote.is_remote(text):
+        paths = remote.expand(text)
     else:
-        paths = [text]
+        paths = _local_inputs(remote.local_path(text))
     if not paths:
         raise BatchError(f"--input {text!r} matches no file")
-    for p in paths:
-        if not os.path.isfile(p):
-            raise BatchError(f"--input {p!r}: no such file")
     formats = {fmt or _format_of(p, "--input") for p in paths}
     if len(formats) > 1:
         raise BatchError(f"--input {text!r} mixes formats {sorted(formats)}; give one "
@@ -111,12 +108,33 @@ def parse_input(text: str, fmt: str | None = None, table: str | None = None) -> 
     return Location("file", found, paths=tuple(paths), target=text)
 
 
+def _local_inputs(text: str) -> list[str]:
+    if any(c in text for c in "*?["):
+        paths = sorted(glob.glob(text, recursive=True))
+    elif os.path.isdir(text):
+        paths = sorted(str(p) for p in Path(text).rglob("*") if p.is_file()
+                       and not p.name.startswith((".", "_")))
+    else:
+        paths = [text]
+    for p in paths:
+        if not os.path.isfile(p):
+            raise BatchError(f"--input {p!r}: no such file")
+    return paths
+
+
 def parse_output(text: str, fmt: str | None = None, table: str | None = None) -> Location:
     """``--output``: a SQL URL (with a table), a ``.parquet`` / ``.csv`` file, or a folder
     of part files (a path ending in ``/``, or an existing folder; Parquet unless ``fmt``)."""
+    from ferry.batch import remote
+
     if is_sql_url(text):
         return _sql_location(text, table)
-    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+    if remote.is_remote(text):
+        is_dir = text.endswith("/") or remote.is_folder(text)
+    else:
+        text = remote.local_path(text)
+        is_dir = text.endswith(("/", os.sep)) or os.path.isdir(text)
+    if is_dir:
         found = fmt or "parquet"
         if found not in OUTPUT_FORMATS:
             raise BatchError(f"--output-format {found!r}: use one of {', '.join(OUTPUT_FORMATS)}")

@@ -9,10 +9,16 @@ tables are streamed once, in order, by the process that plans the job.
 CSV and JSON Lines have no reliable types, so every column is read as text and the model's
 inputs are converted per column (a value that does not convert rejects its row, it does not
 stop the read).
+
+Paths may be fsspec URLs (``s3://...``, see ``remote``): Parquet is then read through pyarrow
+with the fsspec filesystem (footer and the columns read, one row group at a time), CSV and
+JSON Lines as streams. A ``ParquetSlice`` holds the URL, so a worker process or a Ray actor
+reads its slice from object storage itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ferry.batch.job import BatchError, Location
+from ferry.batch.remote import is_remote, open_binary, open_text, parquet_file
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class ParquetSource(Source):
         self.paths = location.paths
         self.chunk_rows = chunk_rows
         try:
-            self.files = [pq.ParquetFile(p) for p in self.paths]
+            self.files = [parquet_file(p) for p in self.paths]
         except (OSError, pa.ArrowInvalid) as exc:
             raise BatchError(f"--input: cannot read Parquet: {exc}") from None
         self.schema = self.files[0].schema_arrow
@@ -105,7 +112,7 @@ class SliceReader:
         if key != self._group:
             f = self._files.get(piece.path)
             if f is None:
-                f = self._files[piece.path] = pq.ParquetFile(piece.path)
+                f = self._files[piece.path] = parquet_file(piece.path)
             self._table = f.read_row_group(piece.row_group, columns=self.columns,
                                            use_threads=False)
             self._group = key
@@ -151,12 +158,13 @@ class CsvSource(_StreamSource):
         super().__init__(location, chunk_rows)
         names: list[str] | None = None
         for path in location.paths:
-            try:
-                reader = pacsv.open_csv(path, parse_options=self._parse(path))
-            except (OSError, pa.ArrowInvalid) as exc:
-                raise BatchError(f"--input {path}: cannot read CSV: {exc}") from None
-            found = reader.schema.names
-            reader.close()
+            with _csv_input(path) as source:
+                try:
+                    reader = pacsv.open_csv(source, parse_options=self._parse(path))
+                except (OSError, pa.ArrowInvalid) as exc:
+                    raise BatchError(f"--input {path}: cannot read CSV: {exc}") from None
+                found = reader.schema.names
+                reader.close()
             if names is None:
                 names = found
             elif set(names) - set(found):
@@ -172,13 +180,30 @@ class CsvSource(_StreamSource):
         convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in self.schema.names},
                                        include_columns=columns, strings_can_be_null=True)
         for path in self.location.paths:
-            try:
-                reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                                        parse_options=self._parse(path),
-                                        convert_options=convert)
-                yield from reader
-            except pa.ArrowInvalid as exc:
-                raise BatchError(f"--input {path}: unreadable CSV: {exc}") from None
+            with _csv_input(path) as source:
+                try:
+                    reader = pacsv.open_csv(source,
+                                            read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                            parse_options=self._parse(path),
+                                            convert_options=convert)
+                    yield from reader
+                except pa.ArrowInvalid as exc:
+                    raise BatchError(f"--input {path}: unreadable CSV: {exc}") from None
+
+
+@contextlib.contextmanager
+def _csv_input(path: str) -> Iterator[Any]:
+    """What ``pyarrow.csv`` reads: the path of a local file (Arrow's own I/O), else an fsspec
+    file object, closed afterwards."""
+    if not is_remote(path):
+        yield path
+        return
+    try:
+        fh = open_binary(path)
+    except OSError as exc:
+        raise BatchError(f"--input {path}: {exc}") from None
+    with fh:
+        yield fh
 
 
 class JsonLinesSource(_StreamSource):
@@ -195,7 +220,7 @@ class JsonLinesSource(_StreamSource):
     @staticmethod
     def _rows(path: str) -> Iterator[dict[str, Any]]:
         try:
-            fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+            fh = open_text(path)
         except OSError as exc:
             raise BatchError(f"--input {path}: {exc}") from None
         with fh:
