@@ -20,6 +20,8 @@ _EPILOG = """Examples:
   ferry batch fraud --input 'postgresql://host/db?table=transactions' \\
       --output 'postgresql://host/db?table=fraud_scores' --key txn_id
   ferry batch tabular --input rows.parquet --output out.parquet --map 'input=f{i}'
+  ferry batch fraud --input 's3://bucket/day=2026-11-20/' --output s3://bucket/scores/ \\
+      --key txn_id
   ferry batch fraud --input 'day=2026-11-20/*.parquet' --output preds.parquet \\
       --engine ray --ray-address auto
   ferry batch --resume 20261121-020000-1a2b3c4d
@@ -56,10 +58,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @batch.command("score", epilog=_EPILOG)
 @click.argument("model", required=False)
 @click.option("--input", "input_", metavar="PATH|GLOB|URL",
-              help="Parquet, CSV or JSON Lines file(s), a folder, or a database URL "
-                   "(?table=NAME).")
+              help="Parquet, CSV or JSON Lines file(s), a folder, or a glob, local or on "
+                   "object storage (s3://bucket/day=1/), or a database URL (?table=NAME).")
 @click.option("--output", metavar="PATH|URL",
-              help="A .parquet or .csv file, or a database URL (sqlite:///x.db, postgresql://...).")
+              help="A .parquet or .csv file, a folder of part files (preds/), either one "
+                   "local or on object storage (s3://bucket/scores/), or a database URL "
+                   "(sqlite:///x.db, postgresql://...).")
 @click.option("--table", help="Output table (or add ?table= to the output URL).")
 @click.option("--input-table", help="Input table, for a database --input without ?table=.")
 @click.option("--key", "keys", multiple=True, help="Key column(s) to keep and index (repeat or "
