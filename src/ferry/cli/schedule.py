@@ -141,7 +141,10 @@ def remove(name: str, store: str | None) -> None:
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @_store_option
 def scheduler(poll: float, once: bool, metrics_port: int | None, store: str | None) -> None:
-    """Start batch runs when their schedules are due; alert on STALE schedules."""
+    """Start batch runs when their schedules are due; alert on STALE schedules.
+
+    `ferry serve` runs the same loop by default; run this instead beside servers started
+    with --no-schedules (two schedulers on one store never start a fire twice)."""
     import logging
 
     from ferry.batch.records import RunStore
