@@ -3,16 +3,15 @@ transaction."""
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from ferry.batch.job import BatchError, Location
 from ferry.batch.scoring import ChunkResult
+from ferry.batch.sinks import pgcopy, pyrows
 from ferry.batch.sinks.base import META_TABLE, PublishInfo, Sink, SinkError
 
 log = logging.getLogger("ferry.batch")
@@ -76,16 +75,11 @@ class DbSink(Sink):
         return f"CREATE TABLE {self._q(name)} ({columns})"
 
     def _sql_type(self, t: pa.DataType) -> str:
-        sqlite = self.dialect == "sqlite"
-        if pa.types.is_boolean(t):
-            return "INTEGER" if sqlite else "BOOLEAN"
-        if pa.types.is_integer(t):
-            return "INTEGER" if sqlite or t.bit_width <= 32 else "BIGINT"
-        if pa.types.is_floating(t):
-            return "REAL" if sqlite or t.bit_width <= 32 else "DOUBLE PRECISION"
-        if pa.types.is_timestamp(t):
-            return "TEXT" if sqlite else ("TIMESTAMPTZ" if t.tz else "TIMESTAMP")
-        return "TEXT"
+        if self.dialect != "sqlite":
+            return pgcopy.sql_type(t)  # the types the binary COPY encodes for
+        if pa.types.is_boolean(t) or pa.types.is_integer(t):
+            return "INTEGER"
+        return "REAL" if pa.types.is_floating(t) else "TEXT"
 
     def _exists(self, cur: Any, name: str) -> bool:
         if self.dialect == "sqlite":
@@ -130,40 +124,37 @@ class DbSink(Sink):
         def commit() -> list[int]:
             conn = self._connect()
             cur = self._begin(conn)
-            for r in pending:
-                self._insert(cur, self.stage, r.output)
-                self._insert(cur, self.rejects_stage, r.rejects)
+            self._insert(cur, self.stage, [r.output for r in pending])
+            self._insert(cur, self.rejects_stage, [r.rejects for r in pending])
             marker = "?" if self.dialect == "sqlite" else "%s"
             cur.executemany(f"INSERT INTO {self._q(self.chunks)} VALUES ({marker})",
                             [(r.chunk,) for r in pending])
             conn.commit()
             return [r.chunk for r in pending]
 
-        done = self._retry(f"write {sum(r.output.num_rows for r in pending)} rows", commit)
+        done = self._retry(f"write {sum(r.rows_out for r in pending)} rows", commit)
         self._pending, self._rows, self._since = [], 0, time.monotonic()
         return done
 
-    def _insert(self, cur: Any, name: str, table: pa.Table) -> None:
-        if not table.num_rows:
+    def _insert(self, cur: Any, name: str, tables: list[pa.Table | None]) -> None:
+        """Append ``tables`` to table ``name``: SQLite with one ``executemany`` each,
+        PostgreSQL with one binary ``COPY`` for all of them."""
+        tables = [t for t in tables if t is not None and t.num_rows]
+        if not tables:
             return
+        names = ", ".join(self._q(c) for c in tables[0].column_names)
         if self.dialect == "sqlite":
-            columns = []
-            for col in table.columns:
-                if pa.types.is_timestamp(col.type):
-                    col = col.cast(pa.string())
-                elif pa.types.is_boolean(col.type):
-                    col = col.cast(pa.int8())
-                columns.append(col.to_pylist())
-            marks = ", ".join("?" * table.num_columns)
-            cur.executemany(f"INSERT INTO {self._q(name)} VALUES ({marks})",
-                            zip(*columns, strict=True))
-        else:
-            buf = io.BytesIO()
-            pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False,
-                                                           quoting_style="all_valid"))
-            names = ", ".join(self._q(c) for c in table.column_names)
-            with cur.copy(f"COPY {self._q(name)} ({names}) FROM STDIN (FORMAT csv)") as copy:
-                copy.write(buf.getbuffer())
+            marks = ", ".join("?" * tables[0].num_columns)
+            for table in tables:
+                cur.executemany(f"INSERT INTO {self._q(name)} ({names}) VALUES ({marks})",
+                                pyrows.rows(table))
+            return
+        with cur.copy(f"COPY {self._q(name)} ({names}) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(pgcopy.HEADER)
+            for table in tables:
+                for data in pgcopy.encode(table):
+                    copy.write(data)
+            copy.write(pgcopy.TRAILER)
 
     def _retry(self, what: str, action: Any) -> Any:
         """Run ``action``; on a lost or failing connection, reconnect and try once more."""
