@@ -4,7 +4,8 @@ A rule is ``METRIC OP NUMBER`` (``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``) wh
 dotted path into the report with these shortcuts:
 
 - ``drift.feature_share``, ``drift.distance.<feature>``, ``drift.drifted.<feature>`` (0/1),
-  ``drift.multivariate.p_value``
+  ``drift.multivariate.drifted`` (0/1), ``drift.multivariate.mmd.p_value``,
+  ``drift.multivariate.classifier.auc``
 - ``quality.null_rate.<feature>``, ``quality.violations`` (how many rules broke)
 - ``perf.<metric>`` (``perf.accuracy``, ``perf.f1``, ``perf.rmse``, ...)
 - ``latency.p50_ms``, ``latency.p99_ms``, ``traffic.errors``, ``window.rows``
