@@ -152,7 +152,10 @@ def test_bad_object_storage_locations_fail_before_scoring(env: Path, s3: S3) -> 
                     "s3://out/mine/", ok=False)
     assert "Ferry did not write" in foreign.output
     assert _keys(s3, "out") == ["mine/notes.txt"]
-    assert [r["status"] for r in runs(env)] == ["failed", "failed"]
+    root = ferry("batch", "iris", "--input", "s3://data/in.parquet", "--output", "s3://out/",
+                 ok=False)
+    assert "name a file or folder inside the bucket" in root.output
+    assert [r["status"] for r in runs(env)] == ["failed"] * 3
 
 
 def test_a_failed_upload_is_resumed_without_rescoring(env: Path, batch_repo: Path,  # noqa: F811

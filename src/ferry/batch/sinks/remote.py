@@ -145,6 +145,9 @@ class RemoteSink(Sink):
         """Fail before scoring when the target cannot be written (no bucket, no rights) or
         is a folder Ferry did not write."""
         fs, path = filesystem(url, "--output")
+        if "/" not in path.strip("/"):
+            raise BatchError(f"--output {url}: name a file or folder inside the bucket, "
+                             f"e.g. {url.rstrip('/')}/scores/")
         probe = self._tmp(path) + ".probe"
         try:
             fs.pipe_file(probe, b"")
