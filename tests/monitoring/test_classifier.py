@@ -81,3 +81,10 @@ def test_too_few_rows_and_switching_it_off(reference):
     assert clf["drifted"] is False and clf["note"] == "not enough complete rows"
     only_mmd = MonitoringConfig.model_validate({"drift": {"multivariate": ["mmd"]}})
     assert set(multivariate(reference, tiny, only_mmd)) == {"mmd", "drifted"}
+
+
+def test_infinite_values_are_left_out(reference):
+    window = _profile(0.0, seed=8)
+    window.joint[:10, 3] = np.inf
+    clf = classifier_drift(reference, window, ClassifierSettings())
+    assert clf["rows"] == [1000, 990] and not clf["drifted"]

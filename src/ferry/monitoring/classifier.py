@@ -120,11 +120,12 @@ def domain_classifier_test(x: np.ndarray, y: np.ndarray, names: list[str],
 def classifier_drift(ref: Profile, cur: Profile, s: ClassifierSettings) -> dict[str, Any]:
     """The domain-classifier test on the numeric inputs' joint samples of two profiles."""
     names = [n for n in ref.joint_names if n in cur.joint_names]
-    if not names or len(ref.joint) < s.min_rows or len(cur.joint) < s.min_rows:
+    x = ref.joint[:, [ref.joint_names.index(n) for n in names]] if names else ref.joint
+    y = cur.joint[:, [cur.joint_names.index(n) for n in names]] if names else cur.joint
+    x, y = x[np.isfinite(x).all(axis=1)], y[np.isfinite(y).all(axis=1)]  # no inf rows
+    if not names or len(x) < s.min_rows or len(y) < s.min_rows:
         return {"method": "classifier", "statistic": None, "auc": None, "p_value": None,
                 "drifted": False, "features": names, "note": "not enough complete rows"}
-    x = ref.joint[:, [ref.joint_names.index(n) for n in names]]
-    y = cur.joint[:, [cur.joint_names.index(n) for n in names]]
     rng = np.random.default_rng(s.seed)
     if len(x) > s.rows:
         x = x[rng.choice(len(x), s.rows, replace=False)]

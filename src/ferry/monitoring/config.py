@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from ferry.manifest import ModelManifest
 
 LEGACY_FILE = "monitoring.yaml"
-CONFIG_FILE = LEGACY_FILE  # the old name, kept for importers
 
 log = logging.getLogger("ferry.monitoring")
 

@@ -39,7 +39,7 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(f"drift: {drift['note']}")
     feats = drift.get("features") or {}
     if feats:
-        width = max(len(n) for n in feats) + 2
+        width = max(len(n) for n in [*feats, "feature"]) + 2
         lines.append("")
         lines.append(f"{'feature':{width}}{'method':22}{'statistic':>11}{'p_value':>11}"
                      f"{'distance':>10}  drifted")
