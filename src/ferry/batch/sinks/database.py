@@ -142,13 +142,16 @@ class DbSink(Sink):
         tables = [t for t in tables if t is not None and t.num_rows]
         if not tables:
             return
-        names = ", ".join(self._q(c) for c in tables[0].column_names)
         if self.dialect == "sqlite":
-            marks = ", ".join("?" * tables[0].num_columns)
             for table in tables:
-                cur.executemany(f"INSERT INTO {self._q(name)} ({names}) VALUES ({marks})",
-                                pyrows.rows(table))
+                constant = pyrows.literals(table)
+                bound = [c for c in table.column_names if c not in constant]
+                names = ", ".join(self._q(c) for c in [*bound, *constant])
+                values = ", ".join(["?"] * len(bound) + list(constant.values()))
+                cur.executemany(f"INSERT INTO {self._q(name)} ({names}) VALUES ({values})",
+                                pyrows.rows(table.select(bound)))
             return
+        names = ", ".join(self._q(c) for c in tables[0].column_names)
         with cur.copy(f"COPY {self._q(name)} ({names}) FROM STDIN (FORMAT binary)") as copy:
             copy.write(pgcopy.HEADER)
             for table in tables:
