@@ -230,3 +230,21 @@ def test_an_interrupted_run_resumes_from_its_local_staging(env: Path, batch_repo
     assert (y[kept:] == -10).all()
     assert runs(env)[0]["status"] == "succeeded"
     store.close()
+
+
+def test_a_chunk_writer_away_from_the_mirror_hands_rows_back(tmp_path: Path) -> None:
+    from ferry.batch.scoring import ChunkResult
+    from ferry.batch.sinks.folder import ChunkFileWriter
+    from ferry.batch.sinks.remote import MirrorWriter
+
+    staging, rejects = tmp_path / "stage", tmp_path / "stage.rejects"
+    staging.mkdir()
+    rejects.mkdir()
+    writer = MirrorWriter(ChunkFileWriter("parquet", staging, rejects), str(tmp_path / "gone"))
+    table = pa.table({"y": [1.0, 2.0]})
+    result = writer(ChunkResult(0, table, table.slice(0, 0), 2))
+    assert not result.stored and result.output is table  # the driver writes it
+    assert list(staging.iterdir()) == []
+    here = MirrorWriter(writer.inner, str(tmp_path))
+    assert here(ChunkResult(1, table, table.slice(0, 0), 2)).stored
+    assert [p.name for p in staging.iterdir()] == ["part-000001.parquet"]

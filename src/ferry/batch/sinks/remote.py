@@ -4,9 +4,11 @@
 The rows go through the local sink of the same kind (``FileSink`` for a file, ``FolderSink``
 for a folder), pointed at a run-scoped mirror ``<cache>/batch/<run>/`` (``FERRY_CACHE_DIR``,
 default ``~/.cache/ferry``): checkpoints, workers writing their own parts and ``--resume``
-work as for a local output. ``publish`` first completes the local output, records its chunks
-in ``published.json``, then uploads, then drops the mirror; a run that fails while uploading
-is resumed (on the same machine) by uploading again, without rescoring.
+work as for a local output (a Ray actor on another node, where the mirror is not, sends its
+rows back to be written here instead). ``publish`` first completes the local output,
+records its chunks in ``published.json``, then uploads, then drops the mirror; a run that
+fails while uploading is resumed (on the same machine) by uploading again, without
+rescoring.
 
 Upload (rejects first, then the predictions, so predictions never appear without them):
 
@@ -32,7 +34,7 @@ import os
 import posixpath
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,19 @@ def default_rejects(output: Location) -> str:
         return f"{output.target}.rejects"
     stem, suffix = posixpath.splitext(output.target)
     return f"{stem}.rejects{suffix}"
+
+
+@dataclass(frozen=True)
+class MirrorWriter:
+    """The local sink's chunk writer, used only where the mirror is: a worker process on
+    this machine, or a Ray actor on a node sharing the file system. An actor on another node
+    (the mirror is not there) hands its rows back to the driver, which writes them."""
+
+    inner: ChunkWriter
+    mirror: str
+
+    def __call__(self, result: ChunkResult) -> ChunkResult:
+        return self.inner(result) if os.path.isdir(self.mirror) else result
 
 
 class RemoteSink(Sink):
@@ -95,7 +110,8 @@ class RemoteSink(Sink):
         return set(self._durable)
 
     def chunk_writer(self) -> ChunkWriter | None:
-        return self.inner.chunk_writer()
+        inner = self.inner.chunk_writer()
+        return None if inner is None else MirrorWriter(inner, str(self.mirror))
 
     def write(self, result: ChunkResult) -> list[int]:
         done = self.inner.write(result)
