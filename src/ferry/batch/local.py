@@ -107,28 +107,28 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
     if local and job.workers > 1:
         _import_before_fork(model)
     pool = WorkerPool(job.workers, pin=pin_workers) if local and job.workers > 1 else None
+    run_id = run_id or new_run_id()
     try:
         runtime = models.load(model, job.trust_pickles, threads=1)
         source = open_source(job.input, job.chunk_rows)
         layout = make_layout(job, runtime.signature(), model, source.schema)
+        # Before the run record: a sink that cannot even be set up is not a run.
+        sink = open_sink(job.output, job.rejects, run_id, job.mode, layout.output_schema,
+                         layout.rejects_schema, job.checkpoint_s)
     except BaseException:
         if pool is not None:
             pool.terminate()
         raise
     if resume:
-        store.restart_run(run_id)  # type: ignore[arg-type]
+        store.restart_run(run_id)
     else:
-        run_id = run_id or new_run_id()
         scored_at = now()
         store.create_run(run_id, job.model, model.version, job.input.describe(),
                          job.output.describe(), job.to_json(), job.schedule)
         job.version = model.version
-    assert run_id is not None  # noqa: S101 - set on both paths
     counts = _Counts()
     summary = RunSummary(run_id, "running", job.model, model.version, 0, 0, 0, 0.0,
                          job.output.describe())
-    sink = open_sink(job.output, job.rejects, run_id, job.mode, layout.output_schema,
-                     layout.rejects_schema, job.checkpoint_s)
     try:
         done = sink.open(resume=bool(resume))
         if resume:

@@ -72,7 +72,9 @@ def _main(conn: Connection, cpu: int | None) -> None:
             result = scorer.score(chunk, reader.read(payload))
             # Store the chunk here when the sink allows it (the parent gets counts only),
             # else send the rows without the run-constant columns.
-            reply = store(result) if store else Meta.strip(result)
+            reply = store(result) if store else result
+            if not reply.stored:
+                reply = Meta.strip(reply)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
             conn.send(("error", chunk, getattr(exc, "message", None) or
                        f"{type(exc).__name__}: {exc}"))
