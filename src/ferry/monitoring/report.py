@@ -38,6 +38,7 @@ from ferry.evalstore.windows import (
     read_window,
     versions_in,
 )
+from ferry.monitoring.blas import one_blas_thread
 from ferry.monitoring.classifier import ClassifierSettings, classifier_drift
 from ferry.monitoring.config import MonitoringConfig
 from ferry.monitoring.drift import DriftSettings, drift_report, multivariate_drift
@@ -194,6 +195,7 @@ def _config_warnings(cfg: MonitoringConfig, layout: FeatureLayout) -> list[str]:
             for name in sorted(cfg.feature_names() - known)]
 
 
+@one_blas_thread()  # see monitoring/blas.py: 0.80 s -> 0.34 s for 100k x 20 on a busy box
 def build_report(engine: Engine, model: str, window_s: float, version: int | None = None,
                  end: float | None = None, plots: bool = False) -> dict[str, Any]:
     """The report (see the module docstring). ``NotFound`` for a model the store never saw."""
