@@ -272,11 +272,19 @@ def build_profile(columns: dict[str, np.ndarray], kinds: dict[str, str],
     numeric = [n for n in names if kinds[n] == "numeric"]
     joint = np.zeros((0, len(numeric)))
     if numeric and rows:
-        matrix = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in numeric])
-        matrix = matrix[~np.isnan(matrix).any(axis=1)]
-        if len(matrix) > joint_size:
-            matrix = matrix[rng.choice(len(matrix), joint_size, replace=False)]
-        joint = matrix
+        # the complete rows, sampled, then stacked: only the sampled rows are copied (was
+        # the whole table as float64 first: 0.25 s of a 1M x 20 report); same rows
+        complete = np.ones(rows, dtype=bool)
+        for n in numeric:
+            column = np.asarray(columns[n])
+            if column.dtype.kind not in "biu":
+                complete &= ~np.isnan(column if column.dtype.kind == "f"
+                                      else np.asarray(column, dtype=np.float64))
+        keep = np.flatnonzero(complete)
+        if len(keep) > joint_size:
+            keep = keep[rng.choice(len(keep), joint_size, replace=False)]
+        joint = np.column_stack([np.asarray(np.asarray(columns[n])[keep], dtype=np.float64)
+                                 for n in numeric]).reshape(len(keep), len(numeric))
     return Profile(rows, features, joint, numeric)
 
 
