@@ -257,3 +257,32 @@ def test_connection_cut_mid_run_is_retried_without_duplicates(env: Path,  # noqa
     assert (run["status"], run["rows_out"]) == ("succeeded", n)
     assert sorted(r[0] for r in read()) == sorted(f"k-{i}-é" for i in range(n))
     store.close()
+
+
+def test_lost_connection_replays_the_uncommitted_chunks_once(postgres_url: str) -> None:
+    """Chunks inserted into the open transaction are lost with the connection; the retry
+    inserts all of them again, and the commit counts each chunk once."""
+    import sqlalchemy as sa
+
+    table = _x_table(300)
+    location = Location("sql", "postgresql", target=postgres_url, table="scores_replay")
+    sink = _sink(location, table, commit_rows=10**9, commit_s=3600.0)
+    sink.open(resume=False)
+    empty = pa.table({"id": pa.array([], pa.string()),
+                      "reject_reason": pa.array([], pa.string())})
+    assert sink.write(ChunkResult(0, table.slice(0, 100), empty, 100)) == []
+    assert sink.write(ChunkResult(1, table.slice(100, 100), empty, 100)) == []
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as c:  # cut the sink's connection while its transaction is open
+        cut = c.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in%'")).all()
+    assert len(cut) == 1
+    assert sink.write(ChunkResult(2, table.slice(200), empty, 100)) == []  # retried inside
+    assert sink.flush() == [0, 1, 2]
+    sink.publish(PublishInfo("20261121-000000-abcdef12", "m", 1, ["id"], 300))
+    sink.close()
+    with engine.connect() as c:
+        ids = [r[0] for r in c.execute(sa.text("SELECT id FROM scores_replay"))]
+    engine.dispose()
+    assert ids == table["id"].to_pylist()
