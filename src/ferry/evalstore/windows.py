@@ -222,12 +222,12 @@ def read_window(engine: Engine, model: str, start: float, end: float | None = No
         labels = np.full(data.rows, None, dtype=object)
         rewards = np.full(data.rows, np.nan)
         offsets = np.concatenate([[0], np.cumsum(counts)])
-        for i, rid in enumerate(rids):
+        for at, rid in enumerate(rids):
             hit = fb.get(rid)
             if hit is None:
                 continue
             label, reward = hit
-            lo, hi = int(offsets[i]), int(offsets[i + 1])
+            lo, hi = int(offsets[at]), int(offsets[at + 1])
             if label is not None:
                 value = orjson.loads(label)
                 if isinstance(value, list) and len(value) == hi - lo:
