@@ -82,7 +82,8 @@ class ServerSettings(BaseSettings):
     store_spill_max_bytes: Annotated[int, Field(gt=0)] = 1 << 30
     """Largest spill on disk; past it records are dropped, counted and logged."""
     alerts_interval_s: Annotated[float, Field(ge=0)] = 60.0
-    """How often alert rules (``monitoring.yaml``) are evaluated; 0 disables them."""
+    """How often alert rules (``monitoring: alerts:`` in ``model.yaml``) are evaluated;
+    0 disables them."""
     schedules: bool = True
     """Run the batch schedules of the run-record store (``ferry schedule add``) in this
     server, as ``ferry scheduler`` does: due fires start ``ferry batch`` processes, STALE

@@ -2,9 +2,10 @@
 
 Built by the composition root from ``ServerSettings``; ``writer`` is registered as a
 dataplane observer. ``register`` (after the repository is loaded) records each ready
-version's feature layout, its ``monitoring.yaml`` and its reference file; they are written
-to the database by the writer thread whenever it (re)connects, so a store that is down at
-start catches up. ``engine()`` raises ``StoreUnavailable`` while the database is down.
+version's feature layout, its monitoring settings (``model.yaml``'s ``monitoring:``) and
+its reference file; they are written to the database by the writer thread whenever it
+(re)connects, so a store that is down at start catches up. ``engine()`` raises
+``StoreUnavailable`` while the database is down.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class EvalStore:
         self._models = models
         for name, served in list(models.items()):
             try:
-                cfg = load_config(served.entry.path)
+                # the manifest as scanned: its path may be a remote (s3://) repository
+                cfg = load_config(served.entry.path, served.entry.manifest)
             except FerryError as exc:
                 log.error("model %s: %s (monitoring uses defaults)", name, exc.message)
                 cfg = MonitoringConfig()

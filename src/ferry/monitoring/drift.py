@@ -36,7 +36,8 @@ _vecdot = getattr(np, "vecdot", None)
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Thresholds; every one can be overridden per model (``monitoring.yaml``)."""
+    """Thresholds; every one can be overridden per model (``monitoring: drift:`` in
+    ``model.yaml``)."""
 
     alpha: float = 0.01
     """Significance level of the KS / chi-square tests."""
