@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 
 from ferry.errors import FerryError, ManifestError
 
@@ -111,24 +112,15 @@ class AlertRule(_Strict):
     window: str = "1h"
     """The window the condition is evaluated over."""
 
-    @field_validator("when")
+    @field_validator("when", "window")
     @classmethod
-    def _rule(cls, value: str) -> str:
+    def _parses(cls, value: str, info: ValidationInfo) -> str:
+        """The rule and the window parse as the alert loop will parse them."""
+        from ferry.evalstore.windows import parse_duration
         from ferry.monitoring.alerts import parse_rule
 
         try:
-            parse_rule(value)
-        except FerryError as exc:
-            raise ValueError(exc.message) from None
-        return value
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        from ferry.evalstore.windows import parse_duration
-
-        try:
-            parse_duration(value)
+            (parse_rule if info.field_name == "when" else parse_duration)(value)
         except FerryError as exc:
             raise ValueError(exc.message) from None
         return value
