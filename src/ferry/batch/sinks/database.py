@@ -43,6 +43,9 @@ class DbSink(Sink):
         self._conn: Any = None
         self._cur: Any = None
         """The cursor of the open transaction holding ``_pending``'s rows, or None."""
+        self._copy: Any = None
+        """PostgreSQL: the staging table's COPY, open while the transaction is."""
+        self._copy_cm: Any = None
         self.where = output.describe()
 
     # -- connection and statements ------------------------------------------------------
@@ -56,7 +59,7 @@ class DbSink(Sink):
         return self._conn
 
     def _disconnect(self) -> None:
-        self._cur = None  # the open transaction is lost with the connection
+        self._cur = self._copy = None  # the open transaction is lost with the connection
         if self._conn is not None:
             try:
                 self._raw.invalidate()
@@ -125,12 +128,29 @@ class DbSink(Sink):
 
     def _append(self, results: list[ChunkResult]) -> None:
         """Insert ``results`` into the open transaction; a new transaction (the first, or
-        after a lost connection) gets every pending chunk, since it holds nothing yet."""
+        after a lost connection) gets every pending chunk, since it holds nothing yet.
+
+        PostgreSQL: the output rows stream into one COPY that stays open until the commit
+        (a COPY per chunk made each chunk wait for the server: ~25 % slower); the rejects,
+        rare, are copied at the commit."""
         if self._cur is None:
             self._cur = self._begin(self._connect())
             results = self._pending
-        self._insert(self._cur, self.stage, [r.output for r in results])
-        self._insert(self._cur, self.rejects_stage, [r.rejects for r in results])
+        if self.dialect == "sqlite":
+            self._insert(self._cur, self.stage, [r.output for r in results])
+            self._insert(self._cur, self.rejects_stage, [r.rejects for r in results])
+            return
+        for r in results:
+            if r.output is None or not r.output.num_rows:
+                continue
+            if self._copy is None:
+                names = ", ".join(self._q(c) for c in r.output.column_names)
+                self._copy_cm = self._cur.copy(
+                    f"COPY {self._q(self.stage)} ({names}) FROM STDIN (FORMAT binary)")
+                self._copy = self._copy_cm.__enter__()
+                self._copy.write(pgcopy.HEADER)
+            for data in pgcopy.encode(r.output):
+                self._copy.write(data)
 
     def flush(self) -> list[int]:
         """Commit the open transaction with its chunks' numbers: they are durable together."""
@@ -140,6 +160,12 @@ class DbSink(Sink):
 
         def commit() -> list[int]:
             self._append([])
+            if self._copy is not None:
+                self._copy.write(pgcopy.TRAILER)
+                self._copy = None
+                self._copy_cm.__exit__(None, None, None)
+            if self.dialect != "sqlite":
+                self._insert(self._cur, self.rejects_stage, [r.rejects for r in pending])
             marker = "?" if self.dialect == "sqlite" else "%s"
             self._cur.executemany(f"INSERT INTO {self._q(self.chunks)} VALUES ({marker})",
                                   [(r.chunk,) for r in pending])
@@ -233,6 +259,8 @@ class DbSink(Sink):
                      info.rows, datetime.now(UTC).isoformat()))
 
     def close(self) -> None:
+        if self._copy is not None:  # a COPY in progress: drop the connection, rolling back
+            self._disconnect()
         self._cur = None  # an open transaction is rolled back: its chunks were not counted
         if self._conn is not None:
             try:
