@@ -56,6 +56,10 @@ class DbSink(Sink):
             self._raw = raw
             if self.dialect == "sqlite":
                 self._conn.isolation_level = None  # explicit BEGIN / COMMIT
+                # helper threads for the key index's sort at publish (~10 % on 2M keys);
+                # the default pragmas otherwise: journal/sync OFF gained 3-10 % and would
+                # risk the whole database file (live table included) on a crash
+                self._conn.execute("PRAGMA threads = 2")
         return self._conn
 
     def _disconnect(self) -> None:
