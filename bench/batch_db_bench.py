@@ -30,7 +30,9 @@ memory as Arrow batches of 65,536 rows, then, for each of ``--runs`` rounds, tim
 (b) ``ferry batch tabular --key id --output sqlite:///... / postgresql://... --table t`` with
     ``--workers 1`` and ``2``, and the same to Parquet as the scoring-bound reference. Rates
     use the pipeline seconds ferry reports (model load, staging, scoring, writing, swap,
-    index, run record); every output's row count is checked.
+    index, run record); every output's row count is checked;
+(c) the anchors' "limit -> SQLite" (``shared/bench/batch/limit.py --sink sqlite``: scoring
+    and ``executemany`` by hand in one process), the same job done the plain fast way.
 
 PostgreSQL: a throwaway cluster started like the tests' (``tests/_services.py``: initdb,
 trust auth, ``fsync=off``), unless ``--postgres`` names one. Medians are printed as a table.
@@ -364,6 +366,9 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
                "postgresql": (pg_url, pg_count),
                "parquet": (str(work / "ferry.parquet"), parquet_count)}
     n = _rows(batches)
+    onnx = work / "tabular.onnx"  # limit.py tells the model by the file's name
+    onnx.write_bytes((repo / "tabular" / "1" / "model.onnx").read_bytes())
+    by_hand: list[float] = []
     load: dict[tuple[str, str], list[float]] = {}
     indexed: dict[tuple[str, str], list[float]] = {}
     runs: dict[tuple[str, int], list[float]] = {}
@@ -373,6 +378,7 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
                 seconds, index_s = loader(batches)
                 load.setdefault((dbname, name), []).append(n / seconds)
                 indexed.setdefault((dbname, name), []).append(n / (seconds + index_s))
+        by_hand.append(limit_sqlite(work, data, onnx))
         for dbname, (url, count) in outputs.items():
             for workers in (1, 2):
                 runs.setdefault((dbname, workers), []).append(
@@ -403,6 +409,25 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
         best, best_ix = _best(med, dbname), _best(med_ix, dbname)
         print(f"| {dbname} | {workers} | {v:,.0f} | {min(r):,.0f}-{max(r):,.0f} | "
               f"{v / best:.2f} | {v / best_ix:.2f} | {v / run_med[('parquet', workers)]:.2f} |")
+    hand = statistics.median(by_hand)
+    print(f"\n(c) scoring and loading by hand in one process (shared/bench/batch/limit.py "
+          f"--sink sqlite: ORT, executemany, one transaction, no index): {hand:,.0f} rows/s "
+          f"(min-max {min(by_hand):,.0f}-{max(by_hand):,.0f}); ferry to SQLite --workers 1 "
+          f"= {run_med[('sqlite', 1)] / hand:.2f}x of it, --workers 2 = "
+          f"{run_med[('sqlite', 2)] / hand:.2f}x")
+
+
+def limit_sqlite(work: Path, data: Path, onnx: Path) -> float:
+    """The anchors' "limit -> SQLite": in-process ORT and executemany, rows/s."""
+    import json
+
+    out = work / "limit.db"
+    out.unlink(missing_ok=True)
+    text = batch_bench.run([sys.executable, str(batch_bench.SHARED / "limit.py"), str(data),
+                            str(onnx), str(out), "--batch", "8192", "--sink", "sqlite"])
+    result = json.loads(text.split("RESULT ", 1)[1].splitlines()[0])
+    out.unlink(missing_ok=True)
+    return float(result["rows"]) / float(result["seconds"])
 
 
 def _best(rates: dict[tuple[str, str], float], dbname: str) -> float:
