@@ -84,8 +84,9 @@ class _Counts:
 
 def run(job: BatchJob, store: RunStore, resume: str | None = None,
         progress: Progress | None = None, run_id: str | None = None,
-        pin_workers: bool = False) -> RunSummary:
+        pin_workers: bool | None = None) -> RunSummary:
     """Run ``job`` (or continue run ``resume``: its stored job, not ``job``) to the end.
+    ``pin_workers``: pin worker i to CPU i; None pins when each worker gets a CPU of its own.
 
     Raises ``RunFailed`` (after recording it) when the run fails or is interrupted;
     ``FerryError`` before a run record exists when the job cannot start at all.
@@ -106,6 +107,8 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
     local = job.engine != "ray"
     if local and job.workers > 1:
         _import_before_fork(model)
+    if pin_workers is None:  # one core each, as the two-process limit runs
+        pin_workers = job.workers <= _cpus()
     pool = WorkerPool(job.workers, pin=pin_workers) if local and job.workers > 1 else None
     run_id = run_id or new_run_id()
     try:
