@@ -97,7 +97,7 @@ def test_binary_copy_round_trips_types_nulls_and_unicode(postgres_url: str) -> N
     engine.dispose()
     assert kinds["flag"] == "boolean" and kinds["u32"] == "bigint"
     assert kinds["ts"] == "timestamp with time zone" and kinds["f32"] == "real"
-    want = table.to_pylist()
+    want = table.drop_columns(["ts_naive_ns"]).to_pylist()  # as_py of ns needs pandas
     assert [r["id"] for r in got] == KEYS  # in order, unicode and special characters intact
     for g, w in zip(got, want, strict=True):
         for name in ("flag", "small", "i32", "u32", "i64", "ts", "big_text", "run_id",
@@ -121,7 +121,7 @@ def test_sqlite_rows_round_trip_and_literals(tmp_path: Path) -> None:
     got = [dict(r) for r in con.execute("SELECT * FROM types")]
     rejects = con.execute("SELECT id, reject_reason FROM types_rejects").fetchall()
     con.close()
-    want = table.to_pylist()
+    want = table.drop_columns(["ts_naive_ns"]).to_pylist()  # as_py of ns needs pandas
     assert [r["id"] for r in got] == KEYS
     for g, w in zip(got, want, strict=True):
         for name in ("small", "i32", "u32", "i64", "big_text", "run_id", "version", "cat"):
