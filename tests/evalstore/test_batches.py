@@ -140,3 +140,87 @@ def test_v1_spill_files_replay_and_retention_deletes_batches(tmp_path):
         assert conn.execute(select(func.count()).select_from(prediction_batches)).scalar() == 0
         assert conn.execute(select(func.count()).select_from(prediction_index)).scalar() == 0
     w.engine.dispose()
+
+
+def test_packed_blobs_equal_the_stacked_encoding_and_parts_merge():
+    from ferry.evalstore.batches import assemble, pack
+
+    records = [rec(f"r{i}", 10.0 + i, 1 + i % 3, seed=i) for i in range(40)]
+    x = np.zeros((6, 8), np.float32)
+    odd = [InferenceRecord("nc", "m", 1, {"x": x[:, ::2], "color": np.array(["a"] * 6,
+                                                                             dtype=object)},
+                           {"score": x.sum(axis=1)}, "success", None, 0.001, 70.0),
+           InferenceRecord("scalar", "m", 2, {"x": np.float32(3.0)},
+                           {"score": np.float32(1.0)}, "success", None, 0.001, 71.0)]
+    whole = build_batches(records)
+    parts = pack(records[:7]) + pack(records[7:31]) + pack(records[31:])
+    merged = assemble(parts)
+    assert [b.row() for b in merged] == [b.row() for b in whole] and len(whole) == 1
+    b = whole[0]
+    stacked = {n: np.concatenate([r.inputs[n] for r in records]) for n in ("x", "color")}
+    assert b.inputs == codec.encode(stacked)
+    assert b.outputs == codec.encode({"score": np.concatenate([r.outputs["score"]
+                                                               for r in records])})
+    assert b.rows == sum(1 + i % 3 for i in range(40)) and b.records == 40
+    assert [x.records for x in assemble(parts, batch_size=16)] == [7, 24, 9]  # not split
+    nc, scalar = build_batches(odd)  # a non-contiguous view and 0-d tensors
+    np.testing.assert_array_equal(codec.decode(nc.inputs)["x"], x[:, ::2])
+    assert codec.decode(scalar.inputs)["x"].tolist() == [3.0] and scalar.rows == 1
+
+
+def test_writer_bounds_its_buffer_counts_drops_and_flushes_in_chunks(tmp_path):
+    from ferry.evalstore.writer import PACK_CHUNK
+
+    w = writer_for(tmp_path, capacity=PACK_CHUNK * 2 + 10)
+    for i in range(PACK_CHUNK * 2 + 30):
+        w.observe(rec(f"b-{i}", 100.0 + i * 1e-3, seed=i % 5))
+    assert w.dropped == 20 and w.buffered == PACK_CHUNK * 2 + 10
+    assert w.pending_of(["b-0", "b-1033", "nope"]) == {"b-0", "b-1033"}
+    w._cycle()
+    assert w.buffered == 0 and w.written == PACK_CHUNK * 2 + 10
+    assert not w.pending_of(["b-0"])
+    data = read_window(w.engine, "m", 0, 1e6)
+    assert data.requests == PACK_CHUNK * 2 + 10
+    assert data.request_ids[-1] == f"b-{PACK_CHUNK * 2 + 9}"
+    w.engine.dispose()
+
+
+def test_a_v2_store_upgrades_to_id_ranges_and_keeps_its_index(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as conn:  # the tables as schema v2 made them
+        conn.executescript("""
+            CREATE TABLE ferry_schema (version INTEGER PRIMARY KEY, applied FLOAT NOT NULL);
+            INSERT INTO ferry_schema VALUES (1, 0), (2, 0);
+            CREATE TABLE prediction_batches (id INTEGER PRIMARY KEY, model VARCHAR(128)
+              NOT NULL, version INTEGER NOT NULL, ts_min FLOAT NOT NULL, ts_max FLOAT NOT
+              NULL, records INTEGER NOT NULL, rows INTEGER NOT NULL, failures INTEGER NOT
+              NULL, request_ids TEXT NOT NULL, meta BLOB NOT NULL, extra TEXT, inputs BLOB
+              NOT NULL, outputs BLOB);
+            CREATE TABLE prediction_index (request_id VARCHAR(128), batch_id INTEGER,
+              position INTEGER, PRIMARY KEY (request_id, batch_id, position)) WITHOUT ROWID;
+            CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(128) NOT NULL,
+              ts FLOAT NOT NULL, label TEXT, reward FLOAT);
+            CREATE TABLE model_versions (model VARCHAR(128), version INTEGER, layout TEXT
+              NOT NULL, updated FLOAT NOT NULL, PRIMARY KEY (model, version));
+            CREATE TABLE "references" (model VARCHAR(128), version INTEGER, source TEXT NOT
+              NULL, sha256 VARCHAR(64) NOT NULL, created FLOAT NOT NULL, profile BLOB NOT
+              NULL, PRIMARY KEY (model, version));
+        """)
+        (b,) = build_batches([rec("0a1b2c3d-5", 1.0, seed=1), rec("0a1b2c3d-6", 2.0)])
+        row = {k: v for k, v in b.row().items() if not k.startswith("id_")}
+        conn.execute(f"INSERT INTO prediction_batches ({', '.join(row)}) VALUES "
+                     f"({', '.join('?' * len(row))})", list(row.values()))
+        conn.executemany("INSERT INTO prediction_index VALUES (?, 1, ?)",
+                         [("0a1b2c3d-5", 0), ("0a1b2c3d-6", 1)])
+    engine = open_engine(f"sqlite:///{path}")
+    try:
+        cols = {c["name"] for c in inspect(engine).get_columns("prediction_batches")}
+        assert {"id_prefix", "id_lo", "id_hi"} <= cols
+        assert feedback.record(engine, None, [feedback.FeedbackItem("0a1b2c3d-6", 1)]) == {
+            "accepted": 1, "duplicates": 0}
+        data = read_window(engine, "m", 0, 10)
+        assert data.labels.tolist() == [None, 1]
+    finally:
+        engine.dispose()

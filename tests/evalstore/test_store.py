@@ -15,7 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
-from ferry.evalstore.schema import feedback, open_engine, prediction_index
+from ferry.evalstore.schema import SQLITE_PAGE_SIZE, feedback, open_engine, prediction_index
 from ferry.evalstore.windows import read_window
 from tests.conftest import ServerProcess
 from tests.evalstore.conftest import infer_request
@@ -207,7 +207,9 @@ def test_schema_is_versioned_and_sqlite_uses_wal(tmp_path):
     engine2 = open_engine(url)  # migrating twice is a no-op
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("SELECT version FROM ferry_schema")).scalars().all() == [1, 2]
+        assert conn.execute(text("PRAGMA page_size")).scalar() == SQLITE_PAGE_SIZE
+        assert conn.execute(text("SELECT version FROM ferry_schema")).scalars().all() == [
+            1, 2, 3]
     engine.dispose()
     engine2.dispose()
     assert orjson.loads(b"[1]") == [1]

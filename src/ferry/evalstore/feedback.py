@@ -2,12 +2,16 @@
 
 Contract: ``parse_feedback`` accepts ``{"request_id", "label"|"reward"}`` or
 ``{"feedback": [...]}`` and raises ``MalformedRequest`` naming the bad field. ``record``
-checks every id against the writer (buffered, in flight, spilled) and then the database
-(``prediction_index``), in that order: the writer only forgets a record after it is
-committed, so a record is never missed in between. Unknown ids: ``RequestNotFound``
-listing them, and nothing of the call is kept. Known ids are appended to ``feedback``; the
-newest row per id wins when joining, and older ones stay (``duplicates`` in the answer
-counts ids that already had feedback).
+first waits until the writer has written every id of the call that it still holds
+(buffered, packed, in flight or spilled: it flushes at once, so this takes one write, not
+a flush interval; ``StoreUnavailable`` if they cannot be written, e.g. the database went
+down). Then it finds each id in the database: in ``prediction_index`` (ids clients chose,
+and ids that already got feedback), else, for a server-made id (``requestids``), in the
+batches whose id range holds its counter, and then adds its index rows so the joins
+(``windows.read_window``) see it. Unknown ids: ``RequestNotFound`` listing them, and
+nothing of the call is kept. Known ids are appended to ``feedback``; the newest row per id
+wins when joining, and older ones stay (``duplicates`` in the answer counts ids that
+already had feedback).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from ferry.errors import MalformedRequest, RequestNotFound
-from ferry.evalstore.schema import feedback, prediction_index
+from ferry.errors import MalformedRequest, RequestNotFound, StoreUnavailable
+from ferry.evalstore import requestids
+from ferry.evalstore.schema import feedback, prediction_batches, prediction_index
 from ferry.evalstore.writer import StoreWriter
 
 MAX_ITEMS = 10_000
@@ -69,17 +75,52 @@ def parse_feedback(body: bytes) -> list[FeedbackItem]:
     return [_item(doc, "body")]
 
 
-def record(engine: Engine, writer: StoreWriter | None, items: list[FeedbackItem]
-           ) -> dict[str, Any]:
+def _find_server_made(conn: Connection, request_id: str) -> bool:
+    """Find a server-made id through the batches' id ranges and add its index rows (one
+    per occurrence); False when no batch holds it."""
+    parsed = requestids.parse(request_id)
+    if parsed is None:
+        return False
+    prefix, counter = parsed
+    b = prediction_batches.c
+    rows = []
+    for batch_id, ids_json in conn.execute(
+            select(b.id, b.request_ids).where(b.id_prefix == prefix, b.id_hi >= counter,
+                                              b.id_lo <= counter).order_by(b.id)):
+        ids = orjson.loads(ids_json)
+        rows += [{"request_id": request_id, "batch_id": batch_id, "position": i}
+                 for i, rid in enumerate(ids) if rid == request_id]
+    if not rows:
+        return False
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):  # two feedback calls may race: first one wins
+        insert = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(
+            prediction_index).on_conflict_do_nothing()
+        conn.execute(insert, rows)
+    else:
+        conn.execute(prediction_index.insert(), rows)
+    return True
+
+
+def record(engine: Engine, writer: StoreWriter | None, items: list[FeedbackItem],
+           wait_s: float = 10.0) -> dict[str, Any]:
     """Validate and store ``items``; returns ``{"accepted", "duplicates"}``."""
     ids = list(dict.fromkeys(i.request_id for i in items))
-    known = {i for i in ids if writer is not None and writer.pending(i)}
-    rest = [i for i in ids if i not in known]
+    if writer is not None:
+        unwritten = writer.wait_written(ids, wait_s)
+        if unwritten:
+            raise StoreUnavailable(f"{len(unwritten)} of these predictions are not written "
+                                   f"yet (the evaluation store is unreachable: "
+                                   f"{writer.last_error or 'writing'}); retry later")
+    known: set[str] = set()
     with engine.begin() as conn:
-        for start in range(0, len(rest), 500):
-            chunk = rest[start:start + 500]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
             known.update(conn.execute(select(prediction_index.c.request_id).where(
                 prediction_index.c.request_id.in_(chunk)).distinct()).scalars())
+        for rid in ids:
+            if rid not in known and _find_server_made(conn, rid):
+                known.add(rid)
         unknown = [i for i in ids if i not in known]
         if unknown:
             shown = ", ".join(repr(u) for u in unknown[:10])

@@ -156,6 +156,6 @@ class EvalStore:
         w = self.writer
         return {"url": self.writer.engine.url.render_as_string() if w.engine is not None
                 else self.url.split("@")[-1], "up": w.engine is not None,
-                "error": w.last_error, "buffered": len(w._buffer), "written": w.written,
+                "error": w.last_error, "buffered": w.buffered, "written": w.written,
                 "dropped": w.dropped, "spill_bytes": self.spill.size_bytes,
                 "spill_dir": str(self.spill.folder)}
