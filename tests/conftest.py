@@ -4,6 +4,7 @@ models, and real ``ferry serve`` processes on ephemeral ports."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,10 +44,10 @@ class ServerProcess:
             if not line:
                 break
             self.log.append(line)
-            if "gRPC listening on " in line:
-                self.grpc = line.strip().rsplit(" ", 1)[-1]
-            if "HTTP listening on " in line:
-                self.url = line.strip().rsplit(" ", 1)[-1]
+            if found := re.search(r"gRPC listening on (\S+:\d+)", line):
+                self.grpc = found.group(1)
+            if found := re.search(r"HTTP listening on (http://\S+:\d+)", line):
+                self.url = found.group(1)
                 break
         if not self.url:
             self.stop()

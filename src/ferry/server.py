@@ -90,8 +90,7 @@ class FerryServer:
             self._grpc, self.grpc_port = await serve_grpc(
                 self.dataplane, self.settings.host, self.settings.grpc_port,
                 self.settings.max_body_bytes)
-            print(f"ferry: gRPC listening on {self.settings.host}:{self.grpc_port}",
-                  file=sys.stderr, flush=True)
+            _announce(f"ferry: gRPC listening on {self.settings.host}:{self.grpc_port}")
         schedules = self.settings.schedules_store()
         if schedules is not None:
             from ferry.batch.schedules import SchedulerThread
@@ -100,8 +99,7 @@ class FerryServer:
                                              self.metrics.registry)
             self.schedules.start()
         # tests and scripts read this line to find the port when http_port is 0
-        print(f"ferry: HTTP listening on http://{self.settings.host}:{self.http_port}",
-              file=sys.stderr, flush=True)
+        _announce(f"ferry: HTTP listening on http://{self.settings.host}:{self.http_port}")
 
     async def stop(self) -> None:
         if self._poller is not None:
@@ -146,3 +144,10 @@ def run(settings: ServerSettings) -> None:
     except OSError as exc:  # a port in use, an unreachable repository at start
         log.error("cannot serve: %s", exc)
         raise SystemExit(1) from None
+
+
+def _announce(line: str) -> None:
+    """One write of the whole line: ``print`` writes the text and the newline separately, and
+    a log record from another thread (the store's writer) could land between them."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
