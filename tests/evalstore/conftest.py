@@ -4,10 +4,13 @@ categorical input), with reference data in its version folder, and helpers to ta
 from __future__ import annotations
 
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, text
 
 DRIFTY = '''
 import numpy as np
@@ -79,3 +82,22 @@ def infer_request(x: np.ndarray, colors: list[str]) -> tuple[bytes, dict[str, st
         {"name": "color", "datatype": "BYTES", "shape": [len(colors)], "data": colors}]})
     return header + raw, {"Inference-Header-Content-Length": str(len(header)),
                           "Content-Type": "application/octet-stream"}
+
+
+def fresh_postgres(url: str) -> str:
+    """A new empty database on the session's PostgreSQL server."""
+    name = "t" + uuid.uuid4().hex[:12]
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store: a SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ferry.db'}"
+    else:
+        yield fresh_postgres(request.getfixturevalue("postgres_url"))

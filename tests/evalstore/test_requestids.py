@@ -105,3 +105,32 @@ def test_feedback_for_a_buffered_generated_id_and_after_a_restart(monitor_repo, 
     labels = dict(zip(data.request_ids.tolist(), data.labels.tolist(), strict=True))
     assert data.requests == 4 and labels[first[1]] == 1 and labels[first[2]] == 0
     assert labels[first[0]] is None and np.nansum(data.rewards) == 1.5
+
+
+def test_migration_3_adds_the_id_ranges_to_an_older_store(store_url):
+    from sqlalchemy import inspect, text
+
+    engine = open_engine(store_url)
+    w_batches = build_batches([rec("0a1b2c3d-5", 1.0, seed=1), rec("client-9", 2.0)])
+    with engine.begin() as conn:  # back to schema 2: no range columns
+        conn.execute(text("DROP INDEX ix_prediction_batches_id_range"))
+        for col in ("id_prefix", "id_lo", "id_hi"):
+            conn.execute(text(f"ALTER TABLE prediction_batches DROP COLUMN {col}"))
+        conn.execute(text("DELETE FROM ferry_schema WHERE version = 3"))
+        row = {k: v for k, v in w_batches[0].row().items() if not k.startswith("id_")}
+        conn.execute(text(f"INSERT INTO prediction_batches ({', '.join(row)}) VALUES "
+                          f"({', '.join(':' + k for k in row)})"), row)
+        conn.execute(prediction_index.insert(), [
+            {"request_id": "0a1b2c3d-5", "batch_id": 1, "position": 0},
+            {"request_id": "client-9", "batch_id": 1, "position": 1}])
+    engine.dispose()
+    engine = open_engine(store_url)  # applies migration 3 again
+    try:
+        cols = {c["name"] for c in inspect(engine).get_columns("prediction_batches")}
+        assert {"id_prefix", "id_lo", "id_hi"} <= cols
+        result = feedback.record(engine, None, [feedback.FeedbackItem("0a1b2c3d-5", 1),
+                                                feedback.FeedbackItem("client-9", 0)])
+        assert result == {"accepted": 2, "duplicates": 0}
+        assert read_window(engine, "m", 0, 10).labels.tolist() == [1, 0]
+    finally:
+        engine.dispose()

@@ -6,37 +6,15 @@ disk and catching up, on real SQLite files and a real PostgreSQL server."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import orjson
-import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
 from ferry.evalstore.schema import SQLITE_PAGE_SIZE, feedback, open_engine, prediction_index
 from ferry.evalstore.windows import read_window
 from tests.conftest import ServerProcess
 from tests.evalstore.conftest import infer_request
-
-
-def fresh_postgres(url: str) -> str:
-    """A new empty database on the session's PostgreSQL server."""
-    name = "t" + uuid.uuid4().hex[:12]
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return url.rsplit("/", 1)[0] + "/" + name
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ferry.db'}"
-    else:
-        yield fresh_postgres(request.getfixturevalue("postgres_url"))
 
 
 def send(server: ServerProcess, rows: int, rid: str | None = None, seed: int = 0) -> str:

@@ -178,9 +178,10 @@ def _v3(conn: Connection) -> None:
     """Id ranges of server-made request ids per batch (``requestids``): three nullable
     columns and their index. Existing batches keep their index rows and get NULL ranges."""
     have = {c["name"] for c in inspect(conn).get_columns("prediction_batches")}
+    guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""  # racing servers
     for name, kind in (("id_prefix", "VARCHAR(16)"), ("id_lo", "BIGINT"), ("id_hi", "BIGINT")):
         if name not in have:
-            conn.execute(text(f"ALTER TABLE prediction_batches ADD COLUMN {name} {kind}"))
+            conn.execute(text(f"ALTER TABLE prediction_batches ADD COLUMN {guard}{name} {kind}"))
     _ID_RANGE_INDEX.create(conn, checkfirst=True)
 
 
