@@ -224,3 +224,39 @@ def test_a_v2_store_upgrades_to_id_ranges_and_keeps_its_index(tmp_path):
         assert data.labels.tolist() == [None, 1]
     finally:
         engine.dispose()
+
+
+def test_records_of_whole_server_batches_store_the_same_bytes_as_single_records():
+    """Records whose outputs name their batch (``BatchOutputs``) are packed from the batch's
+    stacked arrays when all of its requests are there, in order, and one by one otherwise
+    (a missing or reordered request): the stored rows are the same bytes either way."""
+    from ferry.scheduler.tensors import split, stack
+
+    rng = np.random.default_rng(0)
+    shared: list[InferenceRecord] = []
+    plain: list[InferenceRecord] = []
+    k = 0
+    for b in range(6):
+        sizes = [1, 2, 1] if b % 2 else [3, 1]
+        items = [{"x": rng.normal(size=(n, 4)).astype(np.float32)} for n in sizes]
+        stacked = stack(items)
+        out = {"y": stacked["x"].sum(axis=1), "label": np.arange(sum(sizes))}
+        for item, a, p in zip(items, split(out, sizes, stacked), split(out, sizes),
+                              strict=True):
+            k += 1
+            assert hasattr(a, "batch") and not hasattr(p, "batch")
+            for recs, o in ((shared, a), (plain, p)):
+                recs.append(InferenceRecord(f"0000abcd-{k}", "m", 1, item, o, "success",
+                                            None, 0.001, 1000.0 + k))
+    del shared[5], plain[5]  # one request of the third batch was not recorded
+    shared[7], shared[8] = shared[8], shared[7]  # two of another batch in another order
+    plain[7], plain[8] = plain[8], plain[7]
+    from ferry.evalstore.batches import _shared
+
+    items, _, rows = _shared(shared)  # whole batches as one item each, the rest one by one
+    assert len(items) == len(shared) - 6 and rows.tolist() == [  # 4 whole batches of 10
+        len(r.inputs["x"]) for r in shared]
+    [a], [p] = build_batches(shared), build_batches(plain)
+    assert a.row() == p.row()
+    x = codec.decode(a.inputs)["x"]
+    np.testing.assert_array_equal(x, np.concatenate([r.inputs["x"] for r in plain]))

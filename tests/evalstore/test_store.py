@@ -191,3 +191,43 @@ def test_schema_is_versioned_and_sqlite_uses_wal(tmp_path):
     engine.dispose()
     engine2.dispose()
     assert orjson.loads(b"[1]") == [1]
+
+
+def test_concurrent_requests_batched_together_are_each_recorded_with_their_rows(
+        monitor_repo, tmp_path):
+    """Requests the batcher ran as one batch are stored from the batch's arrays: each
+    request's id must still get exactly its own rows and outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    server = ServerProcess(monitor_repo, "--store", url)
+    sent = {f"c-{i}": np.random.default_rng(100 + i).normal(size=(1 + i % 3, 5))
+            .astype(np.float32) for i in range(120)}
+
+    def post(item: tuple[str, np.ndarray]) -> None:
+        rid, x = item
+        body, headers = infer_request(x, ["red"] * len(x))
+        r = server.client.post("/v2/models/drifty/infer", content=body,
+                               headers={**headers, "ferry-request-id": rid})
+        assert r.status_code == 200, r.text
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(post, sent.items()))
+        metrics = server.client.get("/metrics").text
+    finally:
+        assert server.stop() == 0
+    counts = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith("ferry_batch_size_rows_") and 'model="drifty"' in line}
+    # fewer model calls than requests: some batches held several requests
+    assert counts["ferry_batch_size_rows_count"] < len(sent)
+    engine = open_engine(url)
+    data = read_window(engine, "drifty", 0, None)
+    engine.dispose()
+    assert data.requests == len(sent) and data.rows == sum(len(x) for x in sent.values())
+    ids = np.asarray(data.request_ids)
+    for rid, x in sent.items():
+        mine = ids == rid
+        np.testing.assert_array_equal(data.inputs["x"][mine], x)
+        np.testing.assert_array_equal(data.outputs["score"][mine],
+                                      x.astype(np.float64).mean(axis=1).astype(np.float32))

@@ -2,7 +2,10 @@
 
 Promises:
 - A request is never split across batches and its rows keep their order; outputs are cut
-  back by row counts, so no request ever sees another's rows.
+  back by row counts, so no request's outputs hold another's rows. For a batch of several
+  requests each request's outputs are a ``BatchOutputs`` that also names the batch (its
+  stacked inputs and outputs), for observers that keep whole batches (the evaluation
+  store); response encoders read only the request's own arrays.
 - Requests leave the queue in arrival order. A batch holds only requests whose non-batch
   dimensions are equal; the first that differs starts the next batch.
 - With ``max_queue_delay_ms == 0`` (the default) a request runs at once when an instance is
@@ -162,7 +165,7 @@ class DynamicBatcher:
             if error is not None or outputs is None:
                 self._fail(batch, error)
             else:
-                self._deliver(batch, outputs)
+                self._deliver(batch, outputs, inputs)
             self._observe(sum(i.rows for i in batch), [started - i.enqueued for i in batch],
                           finished - started)
             self._running -= 1
@@ -176,9 +179,10 @@ class DynamicBatcher:
         self._running += 1
         self._pool.run(inputs, done)
 
-    def _deliver(self, batch: list[_Item], outputs: Tensors) -> None:
+    def _deliver(self, batch: list[_Item], outputs: Tensors, inputs: Tensors) -> None:
         try:
-            parts = split(outputs, [item.rows for item in batch]) if self._batching else [outputs]
+            parts = split(outputs, [item.rows for item in batch], inputs) \
+                if self._batching else [outputs]
         except ValueError as exc:
             self._fail(batch, exc)
             return

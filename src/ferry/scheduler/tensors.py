@@ -62,8 +62,31 @@ def stack(parts: list[Tensors]) -> Tensors:
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-def split(outputs: Tensors, counts: list[int]) -> list[Tensors]:
-    """Cut a batch's outputs back into one dict per request, rows in order."""
+class SharedBatch:
+    """The stacked inputs and the outputs of one batch of several requests, and each
+    request's rows, in order. Compared by identity."""
+
+    __slots__ = ("inputs", "outputs", "counts")
+
+    def __init__(self, inputs: Tensors, outputs: Tensors, counts: list[int]) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
+        self.counts = counts
+
+
+class BatchOutputs(dict):  # type: ignore[type-arg]
+    """One request's outputs (views of its batch's output arrays) that also name the batch
+    and the request's place in it, so an observer that keeps many requests (the evaluation
+    store) can take the batch's arrays whole instead of one slice per request."""
+
+    __slots__ = ("batch", "index")
+    batch: SharedBatch
+    index: int
+
+
+def split(outputs: Tensors, counts: list[int], inputs: Tensors | None = None) -> list[Tensors]:
+    """Cut a batch's outputs back into one dict per request, rows in order. With the
+    batch's stacked ``inputs``, each dict is a ``BatchOutputs`` naming the batch."""
     if len(counts) == 1:
         return [outputs]
     total = sum(counts)
@@ -71,10 +94,18 @@ def split(outputs: Tensors, counts: list[int]) -> list[Tensors]:
         if arr.ndim == 0 or arr.shape[0] != total:
             raise ValueError(f"output {name!r} has shape {list(arr.shape)} for a batch of "
                              f"{total} rows; a batching model must return one row per input row")
-    parts, start = [], 0
-    for n in counts:
+    shared = None if inputs is None else SharedBatch(inputs, outputs, counts)
+    parts: list[Tensors] = []
+    start = 0
+    for index, n in enumerate(counts):
         stop = start + n
-        parts.append({name: arr[start:stop] for name, arr in outputs.items()})
+        if shared is None:
+            parts.append({name: arr[start:stop] for name, arr in outputs.items()})
+        else:
+            part = BatchOutputs({name: arr[start:stop] for name, arr in outputs.items()})
+            part.batch = shared
+            part.index = index
+            parts.append(part)
         start = stop
     return parts
 
