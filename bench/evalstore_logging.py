@@ -176,7 +176,8 @@ def main() -> None:
               f"ratios {statistics.median(pairs):.1%} (range {min(pairs):.1%}-{max(pairs):.1%})")
         print(f"server CPU per request: off {cpu['off']:.1f} us, on {cpu['on']:.1f} us, "
               f"off/on = {cpu['off'] / cpu['on']:.1%}; main thread off "
-              f"{cpu['off'] - other['off']:.1f} us, on {cpu['on'] - other['on']:.1f} us; other threads (the store's writer) off "
+              f"{cpu['off'] - other['off']:.1f} us, on {cpu['on'] - other['on']:.1f} us; "
+              f"other threads (the store's writer) off "
               f"{other['off']:.1f} us, on {other['on']:.1f} us")
     if args.together_rounds:
         per = {m: t[1] / t[0] * 1e6 for m, t in together.items()}
