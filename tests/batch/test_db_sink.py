@@ -25,7 +25,12 @@ from ferry.batch.job import Location
 from ferry.batch.records import RunStore
 from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import DbSink, PublishInfo
-from tests.batch.test_local import env, ferry, runs  # noqa: F401 - fixture and helpers
+from tests.batch.test_local import (  # noqa: F401 - fixture and helpers
+    env,
+    ferry,
+    runs,
+    wait_for_chunks,
+)
 
 KEYS = ["a", "ü-é", "日本語", "quote's \"q\"", "tab\tnew\nline\\back", "🙂", "", "z"]
 TS = [datetime(2026, 11, 21, 2, 0, 0, 123456, tzinfo=UTC), None,
@@ -202,13 +207,7 @@ def test_sigkill_mid_run_then_resume_writes_every_row_once(env: Path,  # noqa: F
            "--output", target, "--table", "scores", "--key", "id", "--chunk-rows", "64",
            "--checkpoint-s", "0", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = RunStore(os.environ["FERRY_BATCH_STORE"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        recorded = store.list_runs(1)
-        if recorded and recorded[0].chunks_done >= 5:
-            break
-        time.sleep(0.05)
+    wait_for_chunks(5)
     proc.send_signal(signal.SIGKILL)  # no handler runs: staging and records as they were
     proc.wait(30)
     [run] = runs(env)
@@ -222,7 +221,6 @@ def test_sigkill_mid_run_then_resume_writes_every_row_once(env: Path,  # noqa: F
     rows = read()
     assert sorted(r[0] for r in rows) == sorted(f"k-{i}-é" for i in range(n))  # each once
     assert all(r[1] == 2 * int(r[0].split("-")[1]) for r in rows)
-    store.close()
 
 
 def test_connection_cut_mid_run_is_retried_without_duplicates(env: Path,  # noqa: F811

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from ferry.batch.records import RunStore
-from tests.batch.test_local import env, ferry, runs  # noqa: F401 - fixture and helpers
+from tests.batch.test_local import (  # noqa: F401 - fixture and helpers
+    env,
+    ferry,
+    runs,
+    wait_for_chunks,
+)
 
 
 def _x_table(n: int) -> pa.Table:
@@ -36,13 +38,7 @@ def test_sigterm_marks_interrupted_and_resume_finishes_without_duplicates(
            "--output", target, "--table", "scores", "--key", "id", "--chunk-rows", "64",
            "--checkpoint-s", "0", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    store = RunStore(os.environ["FERRY_BATCH_STORE"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        recorded = store.list_runs(1)
-        if recorded and recorded[0].chunks_done >= 5:
-            break
-        time.sleep(0.05)
+    wait_for_chunks(5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -66,7 +62,6 @@ def test_sigterm_marks_interrupted_and_resume_finishes_without_duplicates(
         ids, ys = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
     assert sorted(ids.tolist()) == list(range(n))  # every row exactly once
     np.testing.assert_array_equal(ys, ids.astype(np.float32) * 2)
-    store.close()
 
 
 def test_crashing_worker_chunk_is_retried_once(env: Path, tmp_path: Path,  # noqa: F811

@@ -4,7 +4,9 @@ PostgreSQL, predictions compared with ONNX Runtime run independently."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from ferry.batch.records import RunStore
 from ferry.cli.main import cli
 from tests.batch.conftest import IRIS_FEATURES, features, iris_table, reference, write_parquet
 
@@ -35,6 +38,19 @@ def env(tmp_path: Path, batch_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 def runs(env: Path) -> list[dict]:
     return json.loads(ferry("batch", "runs", "--format", "json").output)
+
+
+def wait_for_chunks(at_least: int, timeout: float = 60.0) -> None:
+    """Wait until the newest run in ``FERRY_BATCH_STORE`` has recorded ``at_least`` chunks
+    (a run started in the background, about to be interrupted); fails after ``timeout``."""
+    store = RunStore(os.environ["FERRY_BATCH_STORE"])
+    try:
+        deadline = time.monotonic() + timeout
+        while not (recorded := store.list_runs(1)) or recorded[0].chunks_done < at_least:
+            assert time.monotonic() < deadline, f"fewer than {at_least} chunks recorded"
+            time.sleep(0.05)
+    finally:
+        store.close()
 
 
 def test_parquet_to_parquet_matches_onnxruntime(env: Path, batch_repo: Path) -> None:

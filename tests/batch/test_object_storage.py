@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +19,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from ferry.batch.records import RunStore
 from tests.batch.conftest import iris_table
-from tests.batch.test_local import env, ferry, runs  # noqa: F401 - fixture and helpers
+from tests.batch.test_local import (  # noqa: F401 - fixture and helpers
+    env,
+    ferry,
+    runs,
+    wait_for_chunks,
+)
 
 pytest.importorskip("s3fs")
 S3 = pytest.importorskip("tests.integration.test_object_storage").S3
@@ -168,11 +171,7 @@ def test_a_failed_upload_is_resumed_without_rescoring(env: Path, batch_repo: Pat
            "--checkpoint-s", "0", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ.copy())
-    store = RunStore(os.environ["FERRY_BATCH_STORE"])
-    deadline = time.monotonic() + 60
-    while not (recorded := store.list_runs(1)) or recorded[0].chunks_done < 1:
-        assert time.monotonic() < deadline  # scoring: the write probe is done and deleted
-        time.sleep(0.05)
+    wait_for_chunks(1)  # scoring: the write probe is done and deleted
     s3.client.delete_bucket(Bucket="out")  # gone while the run scores: its upload fails
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
@@ -191,7 +190,6 @@ def test_a_failed_upload_is_resumed_without_rescoring(env: Path, batch_repo: Pat
     np.testing.assert_array_equal(out["y"].to_numpy(), np.arange(n, dtype=np.float32) * 2)
     assert runs(env)[0]["status"] == "succeeded"
     assert not mirror.exists()
-    store.close()
 
 
 def test_an_interrupted_run_resumes_from_its_local_staging(env: Path, batch_repo: Path,  # noqa: F811
@@ -203,11 +201,7 @@ def test_an_interrupted_run_resumes_from_its_local_staging(env: Path, batch_repo
            "--output", "s3://out/y/", "--key", "id", "--chunk-rows", "20", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ.copy())
-    store = RunStore(os.environ["FERRY_BATCH_STORE"])
-    deadline = time.monotonic() + 60
-    while not (recorded := store.list_runs(1)) or recorded[0].chunks_done < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_chunks(5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -229,7 +223,6 @@ def test_an_interrupted_run_resumes_from_its_local_staging(env: Path, batch_repo
     np.testing.assert_array_equal(y[:kept], np.arange(kept, dtype=np.float32) * 2)
     assert (y[kept:] == -10).all()
     assert runs(env)[0]["status"] == "succeeded"
-    store.close()
 
 
 def test_a_chunk_writer_away_from_the_mirror_hands_rows_back(tmp_path: Path) -> None:
