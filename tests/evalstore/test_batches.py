@@ -260,3 +260,26 @@ def test_records_of_whole_server_batches_store_the_same_bytes_as_single_records(
     assert a.row() == p.row()
     x = codec.decode(a.inputs)["x"]
     np.testing.assert_array_equal(x, np.concatenate([r.inputs["x"] for r in plain]))
+
+
+def test_per_model_retention_set_after_start_applies_at_the_next_cycle(tmp_path):
+    import time
+
+    w = writer_for(tmp_path, retention_days=100.0)
+    old = time.time() - 5 * 86400
+    records = [rec(f"m-{i}", old + i, seed=i) for i in range(3)]
+    others = [InferenceRecord(f"n-{i}", "n", 1, r.inputs, r.outputs, "success", None,
+                              0.002, old + i) for i, r in enumerate(records)]
+    for r in records + others:
+        w.observe(r)
+    w._cycle()  # written; five days old is within the server's 100 days
+
+    def models() -> list[str]:
+        with w.engine.connect() as conn:
+            return sorted(conn.execute(select(prediction_batches.c.model)).scalars().all())
+
+    assert models() == ["m", "n"]
+    w.set_model_policies({}, {"m": 1.0})  # e.g. model.yaml: monitoring.retention_days: 1
+    w._cycle()
+    assert models() == ["n"]
+    w.engine.dispose()

@@ -231,3 +231,46 @@ def test_concurrent_requests_batched_together_are_each_recorded_with_their_rows(
         np.testing.assert_array_equal(data.inputs["x"][mine], x)
         np.testing.assert_array_equal(data.outputs["score"][mine],
                                       x.astype(np.float64).mean(axis=1).astype(np.float32))
+
+
+def test_model_yaml_sample_rate_and_the_server_override(monitor_repo, tmp_path):
+    """``monitoring.sample_rate`` in a model's ``model.yaml`` applies to that model only,
+    and the server's per-model setting wins over it."""
+    import shutil
+
+    from ferry.evalstore.schema import prediction_batches
+
+    repo = tmp_path / "repo"
+    shutil.copytree(monitor_repo, repo)
+    manifest = repo / "plain" / "model.yaml"
+    manifest.write_text(manifest.read_text() + "monitoring:\n  sample_rate: 0.0\n"
+                        "  retention_days: 3\n")
+
+    def recorded(url: str) -> dict[str, int]:
+        engine = open_engine(url)
+        try:
+            with engine.connect() as conn:
+                b = prediction_batches.c
+                return dict(conn.execute(select(b.model, func.sum(b.records))
+                                         .group_by(b.model)).all())
+        finally:
+            engine.dispose()
+
+    def serve_both(url: str, env: dict[str, str] | None = None) -> None:
+        server = ServerProcess(repo, "--store", url, env=env)
+        try:
+            for model in ("drifty", "plain"):
+                body, headers = infer_request(np.ones((2, 5), np.float32), ["red"] * 2)
+                for _ in range(5):
+                    r = server.client.post(f"/v2/models/{model}/infer", content=body,
+                                           headers=headers)
+                    assert r.status_code == 200, r.text
+        finally:
+            assert server.stop() == 0
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    serve_both(url)
+    assert recorded(url) == {"drifty": 5}  # plain's model.yaml samples nothing
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    serve_both(url, {"FERRY_STORE_SAMPLE_RATES": '{"plain": 1.0}'})
+    assert recorded(url) == {"drifty": 5, "plain": 5}

@@ -43,6 +43,7 @@ class EvalStore:
 
     def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
         self.url = normalize_url(settings.store)
+        self._settings = settings
         spill_dir = settings.store_spill_dir or default_spill_dir(self.url)
         self.spill = Spill(spill_dir, settings.store_spill_max_bytes)
         self.writer = StoreWriter(
@@ -64,6 +65,8 @@ class EvalStore:
         from ferry.monitoring.reference import find_reference_file
 
         self._models = models
+        rates: dict[str, float] = {}
+        retention: dict[str, float] = {}
         for name, served in list(models.items()):
             try:
                 # the manifest as scanned: its path may be a remote (s3://) repository
@@ -71,6 +74,10 @@ class EvalStore:
             except FerryError as exc:
                 log.error("model %s: %s (monitoring uses defaults)", name, exc.message)
                 cfg = MonitoringConfig()
+            if cfg.sample_rate is not None:
+                rates[name] = cfg.sample_rate
+            if cfg.retention_days is not None:
+                retention[name] = cfg.retention_days
             for number, harness in list(served.versions.items()):
                 if not harness.ready:
                     continue
@@ -81,6 +88,9 @@ class EvalStore:
                     ref = find_reference_file(harness.path)
                     if ref is not None:
                         self._reference_files[(name, number)] = ref
+        # model.yaml's settings, then the server's per-model settings over them
+        self.writer.set_model_policies({**rates, **self._settings.store_sample_rates},
+                                       {**retention, **self._settings.store_retention})
         if self.writer.engine is not None:
             self._sync(self.writer.engine)
 

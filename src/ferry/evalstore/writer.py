@@ -70,10 +70,11 @@ class StoreWriter:
         self.flush_interval_s = flush_interval_s
         self.retry_s = retry_s
         self.sample_rate = sample_rate
-        self.sample_rates = dict(sample_rates or {})
-        self._sampling = sample_rate < 1.0 or any(r < 1.0 for r in self.sample_rates.values())
+        self.sample_rates: dict[str, float] = {}
+        self._sampling = False
         self.retention_days = retention_days
-        self.retention = dict(retention or {})
+        self.retention: dict[str, float] = {}
+        self.set_model_policies(sample_rates or {}, retention or {})
         self.on_connect = on_connect
         self.on_new_version = on_new_version
         self._known: set[tuple[str, int]] = set()
@@ -102,6 +103,18 @@ class StoreWriter:
             metrics.store_buffered.set_function(lambda: self.buffered)
             metrics.store_spill_bytes.set_function(lambda: self.spill.size_bytes)
             metrics.store_up.set_function(lambda: 1.0 if self.engine is not None else 0.0)
+
+    def set_model_policies(self, sample_rates: dict[str, float],
+                           retention: dict[str, float]) -> None:
+        """Per-model sample rates and retention days (models not named use the server's
+        ``sample_rate`` / ``retention_days``). The request path reads the new dicts from
+        the next request on; retention applies at its next hourly pass."""
+        rates = dict(sample_rates)
+        self._sampling = self.sample_rate < 1.0 or any(r < 1.0 for r in rates.values())
+        self.sample_rates = rates
+        if dict(retention) != self.retention:
+            self._next_retention = 0.0
+        self.retention = dict(retention)
 
     @property
     def buffered(self) -> int:

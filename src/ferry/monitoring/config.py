@@ -5,6 +5,8 @@ strictly as part of the manifest (an unknown key is an error that names the key 
 file, and the model does not load). Example::
 
     monitoring:
+      sample_rate: 0.25               # record a quarter of the inferences in the store
+      retention_days: 7               # keep this model's predictions a week
       drift:
         alpha: 0.01
         wasserstein: 0.15            # numeric features: distance in reference sigmas
@@ -127,6 +129,12 @@ class AlertRule(_Strict):
 
 
 class MonitoringConfig(_Strict):
+    sample_rate: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Share of this model's inferences the evaluation store records (default: the
+    server's ``--store-sample-rate``; a server per-model setting overrides this one)."""
+    retention_days: Annotated[float, Field(gt=0)] | None = None
+    """Days this model's recorded predictions are kept (default: the server's
+    ``store_retention_days``; a server per-model setting overrides this one)."""
     drift: DriftConfig = DriftConfig()
     quality: QualityConfig = QualityConfig()
     alerts: list[AlertRule] = []
