@@ -179,7 +179,9 @@ def test_a_failed_upload_is_resumed_without_rescoring(env: Path, batch_repo: Pat
     [run] = runs(env)
     assert (run["status"], run["chunks_done"]) == ("failed", 30)
     mirror = env / "cache" / "batch" / run["run_id"]
-    assert (mirror / "published.json").exists() and (mirror / "out.parquet").exists()
+    assert (mirror / "out.parquet").exists()
+    published = json.loads((mirror / "published.json").read_text())
+    assert published == {"chunks": list(range(30)), "counts": [[20, 20, 0]] * 30}
 
     s3.client.create_bucket(Bucket="out")
     changed = rows.set_column(1, "x", pa.array(np.full(n, -5, dtype=np.float32)))
@@ -188,7 +190,9 @@ def test_a_failed_upload_is_resumed_without_rescoring(env: Path, batch_repo: Pat
     out = pq.read_table(io.BytesIO(_read(s3, "out", "y.parquet")))
     assert out["id"].to_pylist() == list(range(n))
     np.testing.assert_array_equal(out["y"].to_numpy(), np.arange(n, dtype=np.float32) * 2)
-    assert runs(env)[0]["status"] == "succeeded"
+    [resumed] = runs(env)
+    assert (resumed["status"], resumed["rows_in"], resumed["rows_out"],
+            resumed["chunks_done"]) == ("succeeded", n, n, 30)
     assert not mirror.exists()
 
 
@@ -222,7 +226,9 @@ def test_an_interrupted_run_resumes_from_its_local_staging(env: Path, batch_repo
     assert kept % 20 == 0 and done * 20 <= kept <= (done + 1) * 20, (kept, done)
     np.testing.assert_array_equal(y[:kept], np.arange(kept, dtype=np.float32) * 2)
     assert (y[kept:] == -10).all()
-    assert runs(env)[0]["status"] == "succeeded"
+    [resumed] = runs(env)  # counted from the staging, that extra chunk included
+    assert (resumed["status"], resumed["rows_in"], resumed["rows_out"],
+            resumed["chunks_done"]) == ("succeeded", n, n, 30)
 
 
 def test_a_chunk_writer_away_from_the_mirror_hands_rows_back(tmp_path: Path) -> None:
@@ -231,9 +237,11 @@ def test_a_chunk_writer_away_from_the_mirror_hands_rows_back(tmp_path: Path) -> 
     from ferry.batch.sinks.remote import MirrorWriter
 
     staging, rejects = tmp_path / "stage", tmp_path / "stage.rejects"
-    staging.mkdir()
-    rejects.mkdir()
-    writer = MirrorWriter(ChunkFileWriter("parquet", staging, rejects), str(tmp_path / "gone"))
+    counts = tmp_path / "stage.counts"
+    for folder in (staging, rejects, counts):
+        folder.mkdir()
+    writer = MirrorWriter(ChunkFileWriter("parquet", staging, rejects, counts),
+                          str(tmp_path / "gone"))
     table = pa.table({"y": [1.0, 2.0]})
     result = writer(ChunkResult(0, table, table.slice(0, 0), 2))
     assert not result.stored and result.output is table  # the driver writes it
@@ -241,3 +249,4 @@ def test_a_chunk_writer_away_from_the_mirror_hands_rows_back(tmp_path: Path) -> 
     here = MirrorWriter(writer.inner, str(tmp_path))
     assert here(ChunkResult(1, table, table.slice(0, 0), 2)).stored
     assert [p.name for p in staging.iterdir()] == ["part-000001.parquet"]
+    assert json.loads((counts / "part-000001.json").read_text()) == [2, 2, 0]

@@ -9,7 +9,8 @@ output does not depend on the number of workers.
 
 Run lifecycle: ``running`` -> ``succeeded`` | ``failed`` | ``interrupted``. Progress is
 recorded per durable chunk (see ``sinks``); a failed or interrupted run keeps its staging
-and ``run(..., resume=RUN_ID)`` finishes it without rescoring durable chunks. Ctrl-C and
+and ``run(..., resume=RUN_ID)`` finishes it without rescoring durable chunks, its progress
+and counts rebuilt from the counts the sink keeps with each durable chunk. Ctrl-C and
 SIGTERM (turned into ``KeyboardInterrupt`` by the CLI) mark the run ``interrupted``.
 """
 
@@ -34,7 +35,7 @@ from ferry.batch.records import RunStore, new_run_id, now
 from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta, make_layout
 from ferry.batch.workers import WorkerPool
 from ferry.batch.sinks import PublishInfo, open_sink
-from ferry.batch.sinks.base import ChunkWriter
+from ferry.batch.sinks.base import ChunkWriter, Durable
 from ferry.errors import FerryError
 from ferry.runtimes.registry import runtime_class
 
@@ -133,14 +134,10 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
     summary = RunSummary(run_id, "running", job.model, model.version, 0, 0, 0, 0.0,
                          job.output.describe())
     try:
-        done = sink.open(resume=bool(resume))
+        durable = sink.open(resume=bool(resume))
         if resume:
-            store.forget_chunks(run_id, done)
-            rec = store.get_run(run_id)
-            if rec is not None:
-                counts.rows_in, counts.rows_out = rec.rows_in, rec.rows_out
-                counts.rows_rejected = rec.rows_rejected
-        chunks = source.chunks(layout.read_columns, skip=done)
+            _resume_counts(store, run_id, durable, counts)
+        chunks = source.chunks(layout.read_columns, skip=set(durable))
         total = _total_rows(source)
 
         def written(result: ChunkResult) -> None:
@@ -213,6 +210,20 @@ def _fill(summary: RunSummary, counts: _Counts, started: float) -> None:
     summary.rows_in, summary.rows_out = counts.rows_in, counts.rows_out
     summary.rows_rejected = counts.rows_rejected
     summary.seconds = time.monotonic() - started
+
+
+def _resume_counts(store: RunStore, run_id: str, durable: Durable, counts: _Counts) -> None:
+    """Rebuild a resumed run's progress and counts from what its sink holds durably."""
+    uncounted = store.resume_chunks(run_id, {
+        chunk: None if c is None else (c.rows_in, c.rows_out, c.rows_rejected)
+        for chunk, c in durable.items()})
+    if uncounted:
+        log.warning("run %s: chunk(s) %s are in the output but, staged by an older Ferry "
+                    "without their counts, not in the run's counts", run_id, uncounted[:10])
+    rec = store.get_run(run_id)
+    if rec is not None:
+        counts.rows_in, counts.rows_out = rec.rows_in, rec.rows_out
+        counts.rows_rejected = rec.rows_rejected
 
 
 def _record(store: RunStore, run_id: str, counts: _Counts, durable: list[int]) -> None:

@@ -6,7 +6,8 @@ so a batch run, ``ferry batch runs`` and a scheduler can share the database.
 
 Tables:
 - ``batch_runs``: one row per run (the job as JSON, status, counts, times, error);
-- ``batch_chunks``: the chunks a run has made durable (progress, and what ``--resume`` skips);
+- ``batch_chunks``: the chunks a run has made durable, with their counts (progress; a resume
+  rebuilds it from the output's staging, which keeps the same counts);
 - ``batch_schedules``: cron schedules and the last fire time each one claimed (the claim is
   a compare-and-set on that row, so two schedulers, or one restarted, never fire it twice).
 """
@@ -177,12 +178,28 @@ class RunStore:
             chunks_done=totals[0], rows_in=totals[1], rows_out=totals[2],
             rows_rejected=totals[3], updated_at=now()))
 
-    def forget_chunks(self, run_id: str, keep: set[int]) -> None:
-        """Drop progress the output does not hold (the output's staging is the truth)."""
+    def resume_chunks(self, run_id: str,
+                      durable: dict[int, tuple[int, int, int] | None]) -> list[int]:
+        """Make a resumed run's progress what its output's staging holds, the truth about
+        the output: ``durable`` maps each chunk the staging holds to its ``(rows_in,
+        rows_out, rows_rejected)``. Chunks the staging does not hold are forgotten; chunks
+        it holds are recorded with its counts, including any a crash kept from being
+        recorded. A chunk without counts (staged by an older Ferry) keeps the row recorded
+        for it, if any. Returns the chunks that stay uncounted: durable, so not scored
+        again, but in none of the run's counts."""
+        unknown = [k for k, v in durable.items() if v is None]
         with self.engine.begin() as c:
-            c.execute(chunks.delete().where(chunks.c.run_id == run_id,
-                                            chunks.c.chunk.not_in(keep) if keep else sa.true()))
+            recorded = {r[0] for r in c.execute(sa.select(chunks.c.chunk).where(
+                chunks.c.run_id == run_id))}
+            c.execute(chunks.delete().where(
+                chunks.c.run_id == run_id,
+                chunks.c.chunk.not_in(unknown) if unknown else sa.true()))
+            known = [dict(run_id=run_id, chunk=k, rows_in=v[0], rows_out=v[1],
+                          rows_rejected=v[2]) for k, v in durable.items() if v is not None]
+            if known:
+                c.execute(chunks.insert(), known)
             self._total(c, run_id)
+        return sorted(k for k in unknown if k not in recorded)
 
     def done_chunks(self, run_id: str) -> set[int]:
         with self.engine.connect() as c:

@@ -3,20 +3,26 @@
 Contract (every sink):
 
 - ``open(resume)`` prepares the run's staging area and returns the chunks already made
-  durable by an earlier attempt of the same run (empty for a new run);
+  durable by an earlier attempt of the same run, each with its ``ChunkCounts`` (empty for a
+  new run). The counts are kept with the chunk, so a resumed run rebuilds its run record
+  from them: the staging, not the run store, is the truth about what the output holds.
+  A chunk staged by an older Ferry, which kept no counts, maps to None;
 - ``write(result)`` takes one chunk's output and rejects, in chunk order, and returns the
-  chunks that this call made durable. A chunk is durable together with its rows: a crash
-  never leaves a chunk counted whose rows are lost, nor rows whose chunk is not counted;
+  chunks that this call made durable. A chunk is durable together with its rows and its
+  counts: a crash never leaves a chunk counted whose rows are lost, nor rows whose chunk is
+  not counted;
 - ``flush()`` makes everything written durable and returns those chunks;
 - ``publish(info)`` swaps the staged rows in atomically (file rename; one database
   transaction that drops/renames or appends, then drops the staging tables);
 - ``close()`` releases resources and keeps staging for ``--resume``; ``discard()`` drops it.
 
 Files are staged as part files in ``.<name>.ferry-<run>/`` beside the output, each with a
-sidecar listing its chunks; a run that needed one part publishes by renaming it.
-Databases are staged in ``<table>__stage_<run>`` with ``<table>__chunks_<run>`` holding
-the durable chunk numbers, written in the same transaction as the rows; SQLite inserts with
-``executemany``, PostgreSQL with ``COPY ... FROM STDIN`` (psycopg 3).
+sidecar listing its chunks and their counts, replaced into place after the part; a run that
+needed one part publishes by renaming it. A folder output keeps one small counts file per
+chunk in ``.<name>.ferry-<run>.counts/``, written before the chunk's part is renamed into
+place. Databases are staged in ``<table>__stage_<run>`` with ``<table>__chunks_<run>``
+holding the durable chunk numbers and counts, written in the same transaction as the rows;
+SQLite inserts with ``executemany``, PostgreSQL with ``COPY ... FROM STDIN`` (psycopg 3).
 """
 
 from __future__ import annotations
@@ -49,8 +55,28 @@ class PublishInfo:
     rows: int
 
 
+@dataclass(frozen=True)
+class ChunkCounts:
+    """One durable chunk's rows, as the run record counts them."""
+
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+
+    @classmethod
+    def of(cls, result: ChunkResult) -> ChunkCounts:
+        return cls(result.rows_in, result.rows_out, result.rows_rejected)
+
+    def as_list(self) -> list[int]:
+        return [self.rows_in, self.rows_out, self.rows_rejected]
+
+
+Durable = dict[int, ChunkCounts | None]
+"""What ``open(resume)`` returns: chunk -> its counts, None where the staging kept none."""
+
+
 class Sink:
-    def open(self, resume: bool) -> set[int]:
+    def open(self, resume: bool) -> Durable:
         raise NotImplementedError
 
     def write(self, result: ChunkResult) -> list[int]:

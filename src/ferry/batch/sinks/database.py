@@ -1,5 +1,11 @@
 """Database sinks: a table in SQLite or PostgreSQL, staged per run and swapped in by one
-transaction."""
+transaction.
+
+Staging: ``<table>__stage_<run>`` and ``<rejects>__stage_<run>`` take the rows;
+``<table>__chunks_<run>`` (``chunk``, ``rows_in``, ``rows_out``, ``rows_rejected``) takes
+each durable chunk with its counts, in the transaction that commits the chunk's rows. The
+chunks table of an older Ferry has only ``chunk``: a resume adds the count columns (its
+chunks keep NULL counts, reported as unknown) and goes on."""
 
 from __future__ import annotations
 
@@ -12,9 +18,19 @@ import pyarrow as pa
 from ferry.batch.job import BatchError, Location
 from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import pgcopy, pyrows
-from ferry.batch.sinks.base import META_TABLE, PublishInfo, Sink, SinkError
+from ferry.batch.sinks.base import (
+    META_TABLE,
+    ChunkCounts,
+    Durable,
+    PublishInfo,
+    Sink,
+    SinkError,
+)
 
 log = logging.getLogger("ferry.batch")
+
+COUNTS = ("rows_in", "rows_out", "rows_rejected")
+"""The chunks table's count columns, besides ``chunk``."""
 
 
 class DbSink(Sink):
@@ -99,21 +115,36 @@ class DbSink(Sink):
                         "AND table_schema = current_schema()", (name,))
         return cur.fetchone() is not None
 
+    def _columns(self, cur: Any, name: str) -> set[str]:
+        if self.dialect == "sqlite":
+            cur.execute(f"PRAGMA table_info({self._q(name)})")
+            return {str(r[1]) for r in cur.fetchall()}
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name=%s "
+                    "AND table_schema = current_schema()", (name,))
+        return {str(r[0]) for r in cur.fetchall()}
+
     # -- the sink contract ----------------------------------------------------------------
-    def open(self, resume: bool) -> set[int]:
-        def prepare() -> set[int]:
+    def open(self, resume: bool) -> Durable:
+        def prepare() -> Durable:
             conn = self._connect()
             cur = self._begin(conn)
+            chunks = self._q(self.chunks)
+            done: Durable = {}
             if resume and self._exists(cur, self.stage):
-                cur.execute(f"SELECT chunk FROM {self._q(self.chunks)}")
-                done = {int(r[0]) for r in cur.fetchall()}
+                if "rows_in" not in self._columns(cur, self.chunks):  # staged by older Ferry
+                    for column in COUNTS:
+                        cur.execute(f"ALTER TABLE {chunks} ADD COLUMN {column} BIGINT")
+                cur.execute(f"SELECT chunk, {', '.join(COUNTS)} FROM {chunks}")
+                for chunk, *counts in cur.fetchall():
+                    done[int(chunk)] = None if counts[0] is None else ChunkCounts(
+                        *(int(c) for c in counts))
             else:
                 for name in (self.stage, self.chunks, self.rejects_stage):
                     cur.execute(f"DROP TABLE IF EXISTS {self._q(name)}")
                 cur.execute(self._ddl(self.stage, self.schema))
                 cur.execute(self._ddl(self.rejects_stage, self.rejects_schema))
-                cur.execute(f"CREATE TABLE {self._q(self.chunks)} (chunk INTEGER PRIMARY KEY)")
-                done = set()
+                cur.execute(f"CREATE TABLE {chunks} (chunk INTEGER PRIMARY KEY, "
+                            f"{', '.join(f'{c} BIGINT' for c in COUNTS)})")
             conn.commit()
             return done
 
@@ -170,9 +201,11 @@ class DbSink(Sink):
                 self._copy_cm.__exit__(None, None, None)
             if self.dialect != "sqlite":
                 self._insert(self._cur, self.rejects_stage, [r.rejects for r in pending])
-            marker = "?" if self.dialect == "sqlite" else "%s"
-            self._cur.executemany(f"INSERT INTO {self._q(self.chunks)} VALUES ({marker})",
-                                  [(r.chunk,) for r in pending])
+            markers = ", ".join(["?" if self.dialect == "sqlite" else "%s"] * 4)
+            self._cur.executemany(
+                f"INSERT INTO {self._q(self.chunks)} (chunk, {', '.join(COUNTS)}) "
+                f"VALUES ({markers})",
+                [(r.chunk, r.rows_in, r.rows_out, r.rows_rejected) for r in pending])
             self._conn.commit()
             self._cur = None
             return [r.chunk for r in pending]

@@ -1,5 +1,10 @@
 """File sinks: Parquet or CSV part files staged beside the output, published by rename
-(one part) or by concatenation (several)."""
+(one part) or by concatenation (several).
+
+Each part ``part-NNNNN.{out,rejects}.<fmt>`` has a sidecar ``part-NNNNN.json``,
+``{"chunks": [3, 4], "counts": [[rows_in, rows_out, rows_rejected], ...]}`` (``counts``
+parallel to ``chunks``), replaced into place once the part files are complete: the sidecar
+is what makes the part's chunks durable. Sidecars of an older Ferry have no ``counts``."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ferry.batch.job import BatchError
 from ferry.batch.scoring import ChunkResult
-from ferry.batch.sinks.base import PublishInfo, Sink
+from ferry.batch.sinks.base import ChunkCounts, Durable, PublishInfo, Sink
 
 ROW_GROUP = 65536
 
@@ -95,17 +100,21 @@ class FileSink(Sink):
         self._out: _PartWriter | None = None
         self._rej: _PartWriter | None = None
         self._chunks: list[int] = []
+        self._counts: list[list[int]] = []
         self._opened = 0.0
 
-    def open(self, resume: bool) -> set[int]:
+    def open(self, resume: bool) -> Durable:
         if not self.target.parent.is_dir():
             raise BatchError(f"--output {self.target}: folder {self.target.parent} does not exist")
-        done: set[int] = set()
+        done: Durable = {}
         if self.staging.exists() and not resume:
             shutil.rmtree(self.staging)
         self.staging.mkdir(exist_ok=True)
         for sidecar in sorted(self.staging.glob("part-*.json")):
-            done.update(json.loads(sidecar.read_text())["chunks"])
+            kept = json.loads(sidecar.read_text())
+            counts = kept.get("counts") or [None] * len(kept["chunks"])  # older Ferry: none
+            for chunk, c in zip(kept["chunks"], counts, strict=True):
+                done[chunk] = None if c is None else ChunkCounts(*c)
             self._part = max(self._part, int(sidecar.stem.split("-")[1]) + 1)
         committed = {sidecar.stem for sidecar in self.staging.glob("part-*.json")}
         for stray in self.staging.iterdir():  # parts of an attempt that never checkpointed
@@ -125,6 +134,7 @@ class FileSink(Sink):
         self._out.write(result.output)
         self._rej.write(result.rejects)
         self._chunks.append(result.chunk)
+        self._counts.append(ChunkCounts.of(result).as_list())
         if time.monotonic() - self._opened >= self.checkpoint_s:
             return self.flush()
         return []
@@ -136,9 +146,9 @@ class FileSink(Sink):
         self._rej.close()
         sidecar = self.staging / f"part-{self._part:05d}.json"
         tmp = sidecar.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"chunks": self._chunks}))
+        tmp.write_text(json.dumps({"chunks": self._chunks, "counts": self._counts}))
         os.replace(tmp, sidecar)
-        done, self._chunks = self._chunks, []
+        done, self._chunks, self._counts = self._chunks, [], []
         self._out = self._rej = None
         self._part += 1
         return done

@@ -4,14 +4,17 @@ as one table.
 
 Each chunk is written by whichever process scored it (``ChunkFileWriter`` is picklable), so
 ``--workers N`` writes in parallel and the main process never touches the rows. A chunk is
-durable once its part file is renamed into the staging folder (rejects are written first, so
-a durable chunk has its rejects too); ``--resume`` skips chunks whose part exists.
+durable once its part file is renamed into the staging folder. Its rejects part and its
+counts file (``part-NNNNNN.json``: rows in, out, rejected) are written first, so a durable
+chunk has both; ``--resume`` skips chunks whose part exists and counts them from their
+counts files (a chunk staged by an older Ferry has none: its counts are unknown).
 
-Staging is ``.<name>.ferry-<run>/`` (rejects in ``.<name>.ferry-<run>.rejects/``) beside the
-target. Publish swaps the staged folder in with renames: the old folder is renamed aside,
-the new one into place, then the old one is deleted. A folder is only ever replaced when it
-is empty or was written by Ferry (it holds ``_ferry.json``, which readers of datasets skip
-like every ``_``-prefixed file).
+Staging is ``.<name>.ferry-<run>/`` (rejects in ``.<name>.ferry-<run>.rejects/``, counts in
+``.<name>.ferry-<run>.counts/``, which is never published) beside the target. Publish swaps
+the staged folder in with renames: the old folder is renamed aside, the new one into place,
+then the old one is deleted. A folder is only ever replaced when it is empty or was written
+by Ferry (it holds ``_ferry.json``, which readers of datasets skip like every
+``_``-prefixed file).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ferry.batch.job import BatchError
 from ferry.batch.scoring import ChunkResult
-from ferry.batch.sinks.base import ChunkWriter, PublishInfo, Sink
+from ferry.batch.sinks.base import ChunkCounts, ChunkWriter, Durable, PublishInfo, Sink
 from ferry.batch.sinks.files import dictionary_columns
 
 MARKER = "_ferry.json"
@@ -42,6 +45,7 @@ class ChunkFileWriter:
     fmt: str
     staging: Path
     rejects_staging: Path
+    counts_staging: Path
     _dictionary: list[str] | None = field(default=None, repr=False)
 
     def part(self, chunk: int) -> Path:
@@ -51,6 +55,9 @@ class ChunkFileWriter:
         assert result.output is not None and result.rejects is not None  # noqa: S101
         if result.rejects.num_rows:
             self._write(result.rejects, self.rejects_staging / self.part(result.chunk).name)
+        # before the part: a chunk is durable (its part exists) only with its counts
+        (self.counts_staging / f"part-{result.chunk:06d}.json").write_text(
+            json.dumps(ChunkCounts.of(result).as_list()))
         self._write(result.output, self.part(result.chunk))
         return result.counts_only()
 
@@ -70,15 +77,17 @@ class FolderSink(Sink):
     def __init__(self, fmt: str, target: Path, rejects: Path, run_id: str) -> None:
         self.fmt, self.target, self.rejects, self.run_id = fmt, target, rejects, run_id
         staging = target.parent / f".{target.name}.ferry-{run_id}"
-        self.writer = ChunkFileWriter(fmt, staging, staging.with_name(staging.name + ".rejects"))
+        self.writer = ChunkFileWriter(fmt, staging, staging.with_name(staging.name + ".rejects"),
+                                      staging.with_name(staging.name + ".counts"))
 
-    def open(self, resume: bool) -> set[int]:
+    def open(self, resume: bool) -> Durable:
         if not self.target.parent.is_dir():
             raise BatchError(f"--output {self.target}/: folder {self.target.parent} does not "
                              f"exist")
         for folder in (self.target, self.rejects):
             _check_replaceable(folder)
-        staged = (self.writer.staging, self.writer.rejects_staging)
+        w = self.writer
+        staged = (w.staging, w.rejects_staging, w.counts_staging)
         if not resume:
             for folder in staged:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -86,8 +95,17 @@ class FolderSink(Sink):
             folder.mkdir(exist_ok=True)
             for stray in folder.glob(".*.tmp"):  # a write cut short by a crash
                 stray.unlink()
-        return {int(p.name.split(".")[0].split("-")[1])
-                for p in self.writer.staging.glob(f"part-*.{self.fmt}")}
+        parts = {p.name.split(".")[0] for p in w.staging.glob(f"part-*.{self.fmt}")}
+        for folder in (w.rejects_staging, w.counts_staging):
+            for stray in folder.glob("part-*"):  # of a chunk that never became durable
+                if stray.name.split(".")[0] not in parts:
+                    stray.unlink()
+        done: Durable = {}
+        for name in parts:
+            counts = w.counts_staging / f"{name}.json"
+            done[int(name.split("-")[1])] = (ChunkCounts(*json.loads(counts.read_text()))
+                                             if counts.exists() else None)  # older Ferry
+        return done
 
     def chunk_writer(self) -> ChunkWriter:
         return self.writer
@@ -112,9 +130,11 @@ class FolderSink(Sink):
             shutil.rmtree(self.writer.rejects_staging, ignore_errors=True)
             if self.rejects.exists():  # rejects of an earlier run must not pass for this one's
                 shutil.rmtree(self.rejects)
+        shutil.rmtree(self.writer.counts_staging, ignore_errors=True)
 
     def discard(self) -> None:
-        for folder in (self.writer.staging, self.writer.rejects_staging):
+        for folder in (self.writer.staging, self.writer.rejects_staging,
+                       self.writer.counts_staging):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -6,9 +6,9 @@ for a folder), pointed at a run-scoped mirror ``<cache>/batch/<run>/`` (``FERRY_
 default ``~/.cache/ferry``): checkpoints, workers writing their own parts and ``--resume``
 work as for a local output (a Ray actor on another node, where the mirror is not, sends its
 rows back to be written here instead). ``publish`` first completes the local output,
-records its chunks in ``published.json``, then uploads, then drops the mirror; a run that
-fails while uploading is resumed (on the same machine) by uploading again, without
-rescoring.
+records its chunks and their counts in ``published.json``, then uploads, then drops the
+mirror; a run that fails while uploading is resumed (on the same machine) by uploading
+again, without rescoring.
 
 Upload (rejects first, then the predictions, so predictions never appear without them):
 
@@ -41,11 +41,20 @@ from typing import Any
 from ferry.batch.job import BatchError, Location
 from ferry.batch.remote import filesystem, is_remote
 from ferry.batch.scoring import ChunkResult
-from ferry.batch.sinks.base import ChunkWriter, PublishInfo, Sink, SinkError
+from ferry.batch.sinks.base import (
+    ChunkCounts,
+    ChunkWriter,
+    Durable,
+    PublishInfo,
+    Sink,
+    SinkError,
+)
 from ferry.batch.sinks.folder import MARKER
 
 STATE = "published.json"
-"""In the mirror: the chunks of a run whose output is complete locally, not yet uploaded."""
+"""In the mirror: the chunks of a run whose output is complete locally, not yet uploaded:
+``{"chunks": [...], "counts": [[rows_in, rows_out, rows_rejected] or null, ...]}`` (no
+``counts`` when an older Ferry wrote it)."""
 
 
 def cache_root() -> Path:
@@ -89,11 +98,12 @@ class RemoteSink(Sink):
         self.rej = (self.mirror / f"out.rejects{suffix}", rejects) if is_remote(rejects) \
             else (Path(rejects), None)
         self.inner = make_local(replace(output, target=str(self.out[0])), str(self.rej[0]))
-        self._durable: set[int] = set()
+        self._durable: Durable = {}
+        self._pending: dict[int, ChunkCounts] = {}
         self._local_done = False
 
     # -- staging: the local sink does the work -------------------------------------------
-    def open(self, resume: bool) -> set[int]:
+    def open(self, resume: bool) -> Durable:
         state = self.mirror / STATE
         if not resume:
             shutil.rmtree(self.mirror, ignore_errors=True)
@@ -103,33 +113,40 @@ class RemoteSink(Sink):
                 self._check_writable(url)
         if resume and state.exists() and self.out[0].exists():
             self._local_done = True  # scored and published locally: only the upload is left
-            self._durable = set(json.loads(state.read_text())["chunks"])
-            return set(self._durable)
+            kept = json.loads(state.read_text())
+            counts = kept.get("counts") or [None] * len(kept["chunks"])
+            self._durable = {chunk: None if c is None else ChunkCounts(*c)
+                             for chunk, c in zip(kept["chunks"], counts, strict=True)}
+            return dict(self._durable)
         state.unlink(missing_ok=True)
-        self._durable = set(self.inner.open(resume))
-        return set(self._durable)
+        self._durable = dict(self.inner.open(resume))
+        return dict(self._durable)
 
     def chunk_writer(self) -> ChunkWriter | None:
         inner = self.inner.chunk_writer()
         return None if inner is None else MirrorWriter(inner, str(self.mirror))
 
     def write(self, result: ChunkResult) -> list[int]:
-        done = self.inner.write(result)
-        self._durable.update(done)
-        return done
+        self._pending[result.chunk] = ChunkCounts.of(result)
+        return self._made_durable(self.inner.write(result))
 
     def flush(self) -> list[int]:
         if self._local_done:
             return []
-        done = self.inner.flush()
-        self._durable.update(done)
+        return self._made_durable(self.inner.flush())
+
+    def _made_durable(self, done: list[int]) -> list[int]:
+        for chunk in done:
+            self._durable[chunk] = self._pending.pop(chunk)
         return done
 
     def publish(self, info: PublishInfo) -> None:
         if not self._local_done:
             self.inner.publish(info)
             tmp = self.mirror / f".{STATE}.tmp"
-            tmp.write_text(json.dumps({"chunks": sorted(self._durable)}))
+            chunks = sorted(self._durable)
+            counts = [None if (c := self._durable[k]) is None else c.as_list() for k in chunks]
+            tmp.write_text(json.dumps({"chunks": chunks, "counts": counts}))
             os.replace(tmp, self.mirror / STATE)
             self._local_done = True
         for local, url in (self.rej, self.out):
