@@ -227,8 +227,10 @@ def _is_null(values: np.ndarray) -> np.ndarray:
 
 
 def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
-                    rng: np.random.Generator, sort: bool = False) -> FeatureProfile:
-    """The profile of one column."""
+                    rng: np.random.Generator, sort: bool = False,
+                    sketches: bool = True) -> FeatureProfile:
+    """The profile of one column; without ``sketches`` numeric columns get no KLL sketch
+    (a throwaway profile that only feeds an exact test on its sample)."""
     nulls = _is_null(values)
     present = values[~nulls] if nulls.any() else values
     p = FeatureProfile(name, kind, len(values), int(nulls.sum()))
@@ -237,9 +239,10 @@ def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
         if len(x):
             p.min, p.max = float(x.min()), float(x.max())
             p.mean, p.std = float(x.mean()), float(x.std())
-            sketch = _kll()(200)
-            sketch.update(x)
-            p.kll = sketch.serialize()
+            if sketches:
+                sketch = _kll()(200)
+                sketch.update(x)
+                p.kll = sketch.serialize()
         p.sample = x if len(x) <= sample_size else rng.choice(x, sample_size, replace=False)
         if sort:  # stored sorted: every drift test against it skips this sort
             p.sample = np.sort(p.sample)
@@ -260,18 +263,19 @@ def profile_feature(name: str, kind: str, values: np.ndarray, sample_size: int,
 
 def build_profile(columns: dict[str, np.ndarray], kinds: dict[str, str],
                   sample_size: int = 50_000, joint_size: int = 1000, seed: int = 0,
-                  sort: bool = False) -> Profile:
+                  sort: bool = False, sketches: bool = True) -> Profile:
     """The profile of a table given as columns of equal length; ``kinds`` names each
-    column ``numeric`` or ``categorical`` (columns not in ``kinds`` are ignored)."""
+    column ``numeric`` or ``categorical`` (columns not in ``kinds`` are ignored). With
+    ``joint_size`` 0 there is no joint sample; without ``sketches`` no KLL sketches."""
     rng = np.random.default_rng(seed)
     names = [n for n in kinds if n in columns]
     rows = len(columns[names[0]]) if names else 0
     features = {n: profile_feature(n, kinds[n], np.asarray(columns[n]), sample_size, rng,
-                                    sort)
+                                    sort, sketches)
                 for n in names}
     numeric = [n for n in names if kinds[n] == "numeric"]
     joint = np.zeros((0, len(numeric)))
-    if numeric and rows:
+    if numeric and rows and joint_size:
         # the complete rows, sampled, then stacked: only the sampled rows are copied (was
         # the whole table as float64 first: 0.25 s of a 1M x 20 report); same rows
         complete = np.ones(rows, dtype=bool)

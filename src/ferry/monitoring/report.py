@@ -150,8 +150,8 @@ def _since(data: WindowData, columns: dict[str, np.ndarray], ref: Profile, name:
         mask = slot == i
         if not mask.any():
             continue
-        part = build_profile({name: columns[name][mask]}, {name: kind}, 2000)
-        part.features[name].kll = None
+        part = build_profile({name: columns[name][mask]}, {name: kind}, 2000, joint_size=0,
+                             sketches=False)
         base = ref.features[name]
         if len(base.sample) > 5000:  # a slice only needs a coarse answer
             base = replace(base, sample=rng.choice(base.sample, 5000, replace=False))
