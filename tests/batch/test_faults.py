@@ -189,14 +189,15 @@ def _outputs(kind: str, root: Path, pg_url: str | None) -> tuple[pa.Table, int]:
     return read(root / f"out.{kind}"), read(root / f"out.rejects.{kind}").num_rows
 
 
-def _kill_in_the_window(kind: str, root: Path, pg_url: str | None) -> tuple[str, int]:
+def _kill_in_the_window(kind: str, root: Path, pg_url: str | None,
+                        workers: int = 1) -> tuple[str, int]:
     """Start a run and SIGKILL it after its sink made a chunk durable but before the run
     store counted it: the test holds the run store's write lock, so the run blocks in
     exactly that window, and waits until the staging holds more chunks than the record.
     Returns the run id and the chunks recorded."""
     cmd = [sys.executable, "-m", "ferry", "batch", "slow", "--input", str(root / "in.parquet"),
            "--output", _target(kind, root, pg_url), "--table", "scores", "--key", "id",
-           "--chunk-rows", "64", "--checkpoint-s", "0", "-q"]
+           "--chunk-rows", "64", "--checkpoint-s", "0", "--workers", str(workers), "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = sqlite3.connect(root / "runs.db", timeout=30, isolation_level=None)
     try:
@@ -243,6 +244,23 @@ def test_sigkill_after_the_sink_commits_but_before_the_record_resumes_with_exact
     assert (resumed["run_id"], resumed["status"]) == (run_id, "succeeded")
     assert (resumed["rows_in"], resumed["rows_out"], resumed["rows_rejected"],
             resumed["chunks_done"]) == (out.num_rows + rejected, out.num_rows, rejected, 40)
+
+
+def test_sigkill_with_workers_writing_parts_ahead_of_the_record_resumes_with_exact_counts(
+        env: Path) -> None:  # noqa: F811
+    """With ``--workers 2`` to a folder, the workers make chunks durable themselves, ahead of
+    the writer that records them: a kill can leave several chunks uncounted."""
+    n = 64 * 40
+    table = _x_with_nulls(n)
+    pq.write_table(table, env / "in.parquet", row_group_size=64 * 10)
+    run_id, _ = _kill_in_the_window("folder", env, None, workers=2)
+    ferry("batch", "--resume", run_id, "-q")
+    [resumed] = runs(env)
+    out, rejected = _outputs("folder", env, None)
+    assert sorted(out["id"].to_pylist()) == [i for i in range(n) if i % 7 != 3]
+    assert (resumed["status"], resumed["rows_in"], resumed["rows_out"],
+            resumed["rows_rejected"], resumed["chunks_done"]) == (
+        "succeeded", n, out.num_rows, rejected, 40)
 
 
 def _as_older_ferry(kind: str, root: Path, run_id: str) -> None:
