@@ -22,7 +22,8 @@ needed one part publishes by renaming it. A folder output keeps one small counts
 chunk in ``.<name>.ferry-<run>.counts/``, written before the chunk's part is renamed into
 place. Databases are staged in ``<table>__stage_<run>`` with ``<table>__chunks_<run>``
 holding the durable chunk numbers and counts, written in the same transaction as the rows;
-SQLite inserts with ``executemany``, PostgreSQL with ``COPY ... FROM STDIN`` (psycopg 3).
+SQLite inserts with ADBC's ingest (``executemany`` where it cannot), PostgreSQL with
+``COPY ... FROM STDIN`` (psycopg 3).
 """
 
 from __future__ import annotations

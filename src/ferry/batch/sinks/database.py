@@ -5,7 +5,11 @@ Staging: ``<table>__stage_<run>`` and ``<rejects>__stage_<run>`` take the rows;
 ``<table>__chunks_<run>`` (``chunk``, ``rows_in``, ``rows_out``, ``rows_rejected``) takes
 each durable chunk with its counts, in the transaction that commits the chunk's rows. The
 chunks table of an older Ferry has only ``chunk``: a resume adds the count columns (its
-chunks keep NULL counts, reported as unknown) and goes on."""
+chunks keep NULL counts, reported as unknown) and goes on.
+
+Rows go in by each database's bulk path: PostgreSQL's binary COPY (``pgcopy``); SQLite's
+ADBC ingest (``sqlite_adbc``, which decides when it applies), else ``executemany``
+(``pyrows``)."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import pyarrow as pa
 
 from ferry.batch.job import BatchError, Location
 from ferry.batch.scoring import ChunkResult
-from ferry.batch.sinks import pgcopy, pyrows
+from ferry.batch.sinks import pgcopy, pyrows, sqlite_adbc
 from ferry.batch.sinks.base import (
     META_TABLE,
     ChunkCounts,
@@ -34,11 +38,12 @@ COUNTS = ("rows_in", "rows_out", "rows_rejected")
 
 
 class DbSink(Sink):
-    """A table in SQLite or PostgreSQL, through SQLAlchemy's engine and the raw driver."""
+    """A table in SQLite or PostgreSQL, through the raw driver of SQLAlchemy's engine, or
+    for SQLite through ADBC when ``sqlite_adbc.usable`` says so (``adbc=False``: never)."""
 
     def __init__(self, output: Location, rejects_table: str, run_id: str, mode: str,
                  schema: pa.Schema, rejects_schema: pa.Schema, commit_rows: int = 262144,
-                 commit_s: float = 10.0) -> None:
+                 commit_s: float = 10.0, adbc: bool = True) -> None:
         import sqlalchemy as sa
 
         if mode not in ("replace", "append"):
@@ -63,10 +68,18 @@ class DbSink(Sink):
         """PostgreSQL: the staging table's COPY, open while the transaction is."""
         self._copy_cm: Any = None
         self.where = output.describe()
+        self.adbc_path = (sqlite_adbc.usable(output.target, schema, rejects_schema)
+                          if adbc and self.dialect == "sqlite" else None)
+        """SQLite: the database file ADBC opens; None for the raw driver (``executemany``)."""
+        self._adbc_cur: Any = None
+        """ADBC: the connection's one cursor (each must be closed; the connection does)."""
 
     # -- connection and statements ------------------------------------------------------
     def _connect(self) -> Any:
-        if self._conn is None:
+        if self._conn is None and self.adbc_path is not None:
+            self._conn = self._raw = sqlite_adbc.connect(self.adbc_path)
+            self._adbc_cur = self._conn.cursor()
+        elif self._conn is None:
             raw = self.engine.raw_connection()
             self._conn = raw.driver_connection
             self._raw = raw
@@ -82,12 +95,17 @@ class DbSink(Sink):
         self._cur = self._copy = None  # the open transaction is lost with the connection
         if self._conn is not None:
             try:
-                self._raw.invalidate()
+                if self.adbc_path is not None:
+                    self._raw.close()  # rolls the open transaction back
+                else:
+                    self._raw.invalidate()
             except Exception:  # noqa: BLE001 - it is already broken
                 pass
-            self._conn = None
+            self._conn = self._adbc_cur = None
 
     def _begin(self, conn: Any) -> Any:
+        if self.adbc_path is not None:  # the driver keeps a transaction open: no BEGIN
+            return self._adbc_cur
         cur = conn.cursor()
         if self.dialect == "sqlite":
             cur.execute("BEGIN")
@@ -215,10 +233,14 @@ class DbSink(Sink):
         return done
 
     def _insert(self, cur: Any, name: str, given: list[pa.Table | None]) -> None:
-        """Append ``given`` to table ``name``: SQLite with one ``executemany`` each,
-        PostgreSQL with one binary ``COPY`` for all of them."""
+        """Append ``given`` to table ``name``: SQLite with one ADBC ingest or ``executemany``
+        each, PostgreSQL with one binary ``COPY`` for all of them."""
         tables: list[pa.Table] = [t for t in given if t is not None and t.num_rows]
         if not tables:
+            return
+        if self.adbc_path is not None:
+            schema = self.schema if name == self.stage else self.rejects_schema
+            sqlite_adbc.ingest(cur, name, schema.names, tables)
             return
         if self.dialect == "sqlite":
             for table in tables:
@@ -300,12 +322,12 @@ class DbSink(Sink):
             self._disconnect()
         self._cur = None  # an open transaction is rolled back: its chunks were not counted
         if self._conn is not None:
-            try:
-                self._conn.rollback()
-                self._raw.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            self._conn = None
+            for step in (self._conn.rollback, self._raw.close):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - closing a broken connection
+                    pass
+            self._conn = self._adbc_cur = None
         self.engine.dispose()
 
     def discard(self) -> None:

@@ -1,4 +1,6 @@
-"""Arrow tables as rows of Python values for a DB-API ``executemany`` (SQLite).
+"""Arrow tables as rows of Python values for a DB-API ``executemany`` (SQLite, when the sink
+cannot use ADBC: see ``sqlite_adbc.usable``). Its value formats (``sqlite_value``) are also
+what the ADBC path binds, so both store the same values.
 
 ``executemany`` needs Python objects and binds them row by row, so the client's work is
 the conversion and the binding. ``literals`` takes the columns that hold one value (a run's
@@ -43,7 +45,7 @@ def literals(table: pa.Table) -> dict[str, str]:
     for name, col in zip(table.column_names, table.columns, strict=True):
         if len(found) == table.num_columns - 1:
             break
-        if col.null_count or not _constant(col):
+        if col.null_count or not constant(col):
             continue
         value = column(col.slice(0, 1).combine_chunks())[0]  # type: ignore[index]
         if isinstance(value, int) and not isinstance(value, bool):
@@ -58,11 +60,11 @@ def column(col: pa.Array) -> Iterable[Any]:
     n = len(col)
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
-    if n > 1 and col.null_count == 0 and _constant(col):
+    if n > 1 and col.null_count == 0 and constant(col):
         return itertools.repeat(column(col.slice(0, 1))[0], n)  # type: ignore[index]
     t = col.type
     if pa.types.is_timestamp(t) or pa.types.is_boolean(t):
-        col = _sqlite_value(col)
+        col = sqlite_value(col)
         t = col.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         if col.null_count == 0:
@@ -75,7 +77,7 @@ def column(col: pa.Array) -> Iterable[Any]:
     return col.to_pylist()
 
 
-def _constant(col: pa.Array | pa.ChunkedArray) -> bool:
+def constant(col: pa.Array | pa.ChunkedArray) -> bool:
     """One value all through (checked on types with a cheap ``min_max``)."""
     t = col.type
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
@@ -85,7 +87,7 @@ def _constant(col: pa.Array | pa.ChunkedArray) -> bool:
     return bool(bounds["min"] == bounds["max"])
 
 
-def _sqlite_value(col: pa.Array) -> pa.Array:
+def sqlite_value(col: pa.Array) -> pa.Array:
     """Timestamps as Arrow's text for them, booleans as 0/1: how the sink stores them."""
     t = col.type
     if pa.types.is_boolean(t):
