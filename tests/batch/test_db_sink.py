@@ -1,7 +1,7 @@
-"""The database sink's bulk paths on real SQLite and PostgreSQL: binary COPY and the
-executemany conversion round-trip every column type, NULLs and unicode; one-value columns
-written as SQL literals; a run killed mid-way (SIGKILL) or whose connection is cut resumes
-or retries without losing or duplicating rows."""
+"""The database sink's bulk paths on real SQLite and PostgreSQL: binary COPY, SQLite's ADBC
+ingest and the executemany conversion round-trip every column type, NULLs and unicode;
+one-value columns written as SQL literals (executemany); a run killed mid-way (SIGKILL) or
+whose connection is cut resumes or retries without losing or duplicating rows."""
 
 from __future__ import annotations
 
@@ -116,11 +116,14 @@ def test_binary_copy_round_trips_types_nulls_and_unicode(postgres_url: str) -> N
     assert rejects == [("r-é", "bad 'x'"), (None, "🙂")]
 
 
-def test_sqlite_rows_round_trip_and_literals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("adbc", [True, False], ids=["adbc", "executemany"])
+def test_sqlite_rows_round_trip_and_literals(tmp_path: Path, adbc: bool) -> None:
     table = _table()
     db = tmp_path / "types.db"
-    _write(_sink(Location("sql", "sqlite", target=f"sqlite:///{db}", table="types"), table),
-           table)
+    sink = _sink(Location("sql", "sqlite", target=f"sqlite:///{db}", table="types"), table,
+                 adbc=adbc)
+    assert (sink.adbc_path is not None) == adbc
+    _write(sink, table)
     con = sqlite3.connect(db)
     con.row_factory = sqlite3.Row
     got = [dict(r) for r in con.execute("SELECT * FROM types")]
