@@ -124,40 +124,63 @@ class Rejects:
             self.add(np.flatnonzero(mask), reason)
 
 
-def to_tensors(plans: list[InputColumns], batch: pa.RecordBatch, rejects: Rejects,
-               buffers: dict[str, np.ndarray] | None = None) -> Tensors:
-    """The model's inputs for every row of ``batch``; rows that do not convert are marked
-    in ``rejects`` (their values in the arrays are zeros). ``[-1, k]`` inputs are built in
-    ``buffers[name]`` when given (kept between calls: reusing the memory saves the page
-    faults of a fresh multi-MB array per chunk), so the result is valid until the next call
-    with the same ``buffers``."""
-    n = batch.num_rows
-    tensors: Tensors = {}
+@dataclass(frozen=True)
+class InputValues:
+    """One model input's columns for every row of a chunk, each converted to the input's
+    datatype (a rejected row holds a zero); ``gather`` packs rows of them into a tensor."""
+
+    plan: InputColumns
+    columns: list[np.ndarray]
+
+
+def convert(plans: list[InputColumns], batch: pa.RecordBatch,
+            rejects: Rejects) -> list[InputValues]:
+    """Every input's columns for all rows of ``batch``, converted (zero-copy when a column
+    already has the input's type and no nulls); rows that do not convert, or hold a NaN
+    where the input forbids it, are marked in ``rejects``."""
+    converted: list[InputValues] = []
     for plan in plans:
         spec = plan.spec
         if spec.datatype == "BYTES":
-            cols = [_bytes_column(batch.column(c), c, rejects) for c in plan.columns]
-            arr = cols[0] if not plan.matrix else np.stack(cols, axis=1)
+            values = [_bytes_column(batch.column(c), c, rejects) for c in plan.columns]
         else:
-            dtype = V2_TO_NUMPY[spec.datatype]
-            if plan.matrix:
-                arr = _buffer(buffers, spec.name, n, len(plan.columns), dtype)
-                values = [_numeric(batch.column(c), c, spec, rejects) for c in plan.columns]
-                # Column -> row-major in row blocks that stay in cache: a strided write
-                # over a whole 65k-row chunk was measured 4x slower than over 4k rows.
-                step = max(256, (1 << 20) // max(1, arr.itemsize * len(values)))
-                for start in range(0, n, step):
-                    block = arr[start:start + step]
-                    for j, v in enumerate(values):
-                        block[:, j] = v[start:start + step]
-            else:
-                arr = np.ascontiguousarray(_numeric(batch.column(plan.columns[0]),
-                                                    plan.columns[0], spec, rejects))
+            values = [_numeric(batch.column(c), c, spec, rejects) for c in plan.columns]
             if not spec.allow_nan and spec.datatype in FLOAT_TYPES:
-                nan = np.isnan(arr) if arr.ndim == 1 else np.isnan(arr).any(axis=1)
+                nan = np.isnan(values[0])
+                for v in values[1:]:
+                    nan |= np.isnan(v)
                 rejects.add_mask(nan, f"input {spec.name!r} holds NaN, which the model "
                                       f"forbids (allow_nan: false)")
-        tensors[spec.name] = arr
+        converted.append(InputValues(plan, values))
+    return converted
+
+
+def gather(values: list[InputValues], rows: slice | np.ndarray,
+           buffers: dict[str, np.ndarray] | None = None) -> Tensors:
+    """The model's inputs for ``rows`` of a chunk (a slice, or row numbers). A ``[-1, k]``
+    input is packed row-major into ``buffers[name]`` when given (kept between calls: a
+    model batch's worth stays in cache until the model reads it, and reusing the memory
+    saves the page faults of a fresh array), so the result is valid until the next call
+    with the same ``buffers``."""
+    tensors: Tensors = {}
+    for iv in values:
+        spec = iv.plan.spec
+        parts = [c[rows] for c in iv.columns]  # views for a slice
+        if not iv.plan.matrix:
+            tensors[spec.name] = np.ascontiguousarray(parts[0])
+        elif spec.datatype == "BYTES":
+            tensors[spec.name] = np.stack(parts, axis=1)
+        else:
+            n = len(parts[0])
+            arr = _buffer(buffers, spec.name, n, len(parts), V2_TO_NUMPY[spec.datatype])
+            # Column -> row-major in row blocks that stay in cache: a strided write over
+            # a whole 65k-row chunk was measured 4x slower than over 4k rows.
+            step = max(256, (1 << 20) // max(1, arr.itemsize * len(parts)))
+            for start in range(0, n, step):
+                block = arr[start:start + step]
+                for j, v in enumerate(parts):
+                    block[:, j] = v[start:start + step]
+            tensors[spec.name] = arr
     return tensors
 
 
@@ -173,10 +196,11 @@ def _buffer(buffers: dict[str, np.ndarray] | None, name: str, n: int, k: int,
 
 def _numeric(col: pa.Array, name: str, spec: TensorSpec, rejects: Rejects) -> np.ndarray:
     target = ARROW_TYPES[spec.datatype]
-    if col.type == target and col.null_count == 0:
-        return col.to_numpy(zero_copy_only=False)
+    dtype = V2_TO_NUMPY[spec.datatype]
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
+    if col.type == target and col.null_count == 0:
+        return _as_numpy(col, dtype)
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     try:
@@ -186,10 +210,22 @@ def _numeric(col: pa.Array, name: str, spec: TensorSpec, rejects: Rejects) -> np
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return _numeric_per_row(col, name, spec, rejects)
     if cast.null_count:
-        rejects.add_mask(cast.is_null().to_numpy(zero_copy_only=False),
+        rejects.add_mask(_as_numpy(cast.is_null(), np.dtype(np.bool_)),
                          f"column {name!r} is null; input {spec.name!r} needs a value")
         cast = cast.fill_null(pa.scalar(0, target) if spec.datatype != "BOOL" else False)
-    return cast.to_numpy(zero_copy_only=False)
+    return _as_numpy(cast, dtype)
+
+
+def _as_numpy(col: pa.Array, dtype: np.dtype) -> np.ndarray:
+    """A null-free fixed-width (or boolean) array as numpy: a read-only view of its values
+    buffer (booleans are unpacked). Not ``Array.to_numpy``: its first call imports pandas,
+    ~0.2 s of CPU in every worker process."""
+    values = col.buffers()[1]
+    if dtype == np.bool_:
+        bits = np.frombuffer(values, dtype=np.uint8)
+        return np.unpackbits(bits, count=col.offset + len(col),
+                             bitorder="little")[col.offset:].view(np.bool_)
+    return np.frombuffer(values, dtype=dtype, count=len(col), offset=col.offset * dtype.itemsize)
 
 
 def _numeric_per_row(col: pa.Array, name: str, spec: TensorSpec,

@@ -37,6 +37,7 @@ from ferry.batch.workers import WorkerPool
 from ferry.batch.sinks import PublishInfo, open_sink
 from ferry.batch.sinks.base import ChunkWriter, Durable
 from ferry.errors import FerryError
+from ferry.runtimes.base import Runtime
 from ferry.runtimes.registry import runtime_class
 
 log = logging.getLogger("ferry.batch")
@@ -71,10 +72,12 @@ class RunFailed(FerryError):
 
 
 def _build_scorer(job: BatchJob, model: models.ModelVersion, layout: Layout, run_id: str,
-                  scored_at: datetime, store: ChunkWriter | None
+                  scored_at: datetime, store: ChunkWriter | None, runtime: Runtime
                   ) -> tuple[ChunkScorer, list[str], ChunkWriter | None]:
-    """In a worker process: load the model once (picklable via ``functools.partial``)."""
-    return ChunkScorer(job, model, layout, run_id, scored_at), layout.read_columns, store
+    """In a worker process, around the runtime it loaded (picklable via
+    ``functools.partial``)."""
+    return (ChunkScorer(job, model, layout, run_id, scored_at, runtime=runtime),
+            layout.read_columns, store)
 
 
 class _Counts:
@@ -110,7 +113,10 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
         _import_before_fork(model)
     if pin_workers is None:  # one core each, as the two-process limit runs
         pin_workers = job.workers <= _cpus()
-    pool = WorkerPool(job.workers, pin=pin_workers) if local and job.workers > 1 else None
+    pool: WorkerPool | None = None
+    if local and job.workers > 1:  # the workers load the model while this process sets up
+        pool = WorkerPool(job.workers, functools.partial(models.load, model, job.trust_pickles,
+                                                         threads=1), pin=pin_workers)
     run_id = run_id or new_run_id()
     try:
         runtime = models.load(model, job.trust_pickles, threads=1)
@@ -365,5 +371,7 @@ def _run_with_pool(chunks: Iterator[tuple[int, Payload]], pool: WorkerPool,
                 finished[result.chunk] = result
             while order and order[0] in finished:
                 writer.put(meta.restore(finished.pop(order.pop(0))))
+            if exhausted and not pool.inflight:
+                pool.stop()  # the workers exit while the last results are recorded
     finally:
         writer.close()

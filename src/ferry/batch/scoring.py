@@ -119,36 +119,47 @@ class ChunkScorer:
     def score(self, chunk: int, batch: pa.RecordBatch) -> ChunkResult:
         n = batch.num_rows
         rejects = cols.Rejects(n)
-        tensors = cols.to_tensors(self.layout.inputs, batch, rejects, self._buffers)
+        values = cols.convert(self.layout.inputs, batch, rejects)
         rows = np.flatnonzero(rejects.ok)  # the rows the model sees
-        if len(rows) < n:
-            tensors = {k: v[rows] for k, v in tensors.items()}
-        outputs = self._predict(tensors, rows, rejects)
+        outputs = self._predict(values, rows, len(rows) == n, rejects)
         good = np.flatnonzero(rejects.ok)  # minus rows the model itself failed on
         kept = batch if len(good) == n else batch.take(pa.array(good))
         return ChunkResult(chunk, self._output(kept, outputs), self._rejects(batch, rejects), n)
 
-    def _predict(self, tensors: Tensors, rows: np.ndarray, rejects: cols.Rejects) -> Tensors:
-        """Model outputs for the rows that score, in slices of ``batch_rows``. A slice the
+    def _predict(self, values: list[cols.InputValues], rows: np.ndarray, every_row: bool,
+                 rejects: cols.Rejects) -> Tensors:
+        """Model outputs for the rows that score, in slices of ``batch_rows``, each packed
+        into tensors just before the model runs on it (packing the whole chunk first left
+        a 64 MB matrix for the mlp bench model to be read back from memory). A slice the
         model raises on is retried row by row; rows that still raise are rejected."""
         parts: list[Tensors] = []
         for start in range(0, len(rows), self.batch_rows):
-            piece = {k: v[start:start + self.batch_rows] for k, v in tensors.items()}
+            stop = min(start + self.batch_rows, len(rows))
+            piece = cols.gather(values, slice(start, stop) if every_row else rows[start:stop],
+                                self._buffers)
             try:
-                parts.append(self.runtime.predict(piece))
+                parts.append(self._owned(self.runtime.predict(piece)))
             except Exception:  # noqa: BLE001 - find the offending rows below
-                parts.extend(self._row_by_row(piece, rows[start:start + self.batch_rows],
-                                              rejects))
+                parts.extend(self._row_by_row(piece, rows[start:stop], rejects))
         if not parts:
             return {}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _owned(self, outputs: Tensors) -> Tensors:
+        """``outputs``, copying any that shares memory with the input buffers the next
+        slice overwrites (a model may hand back its input)."""
+        buffers = list(self._buffers.values())
+        return {k: v.copy() if isinstance(v, np.ndarray) and
+                any(np.may_share_memory(v, b) for b in buffers) else v
+                for k, v in outputs.items()}
 
     def _row_by_row(self, piece: Tensors, rows: np.ndarray, rejects: cols.Rejects) -> list[Tensors]:
         parts = []
         failures = 0
         for i, row in enumerate(rows.tolist()):
             try:
-                parts.append(self.runtime.predict({k: v[i:i + 1] for k, v in piece.items()}))
+                parts.append(self._owned(self.runtime.predict(
+                    {k: v[i:i + 1] for k, v in piece.items()})))
             except Exception as exc:  # noqa: BLE001 - the reason goes to the rejects output
                 failures += 1
                 rejects.add([row], f"model error: {type(exc).__name__}: {exc}")
@@ -178,7 +189,8 @@ class ChunkScorer:
     def _rejects(self, batch: pa.RecordBatch, rejects: cols.Rejects) -> pa.Table:
         schema = self.layout.rejects_schema
         if rejects.ok.all():
-            return schema.empty_table()
+            # Not schema.empty_table(): it imports pandas (~0.2 s in every worker process).
+            return pa.Table.from_batches([], schema=schema)
         bad = np.flatnonzero(~rejects.ok)
         taken = batch.take(pa.array(bad))
         arrays = []

@@ -7,9 +7,11 @@ given to a new worker once; a chunk whose second attempt also kills its worker r
 ``WorkerCrashed``. An exception inside a worker's scoring is not a crash: it is returned
 and fails the run with the worker's message.
 
-Workers are forked before the parent reads data (Arrow's thread pools must not be live at
-fork time) and each runs the runtime with one intra-op thread, so N workers use N cores
-without oversubscription.
+Workers are forked before the parent loads the model or reads data (a library's threads
+must not be live at fork time: OpenMP, Arrow's pools) and each loads the model at once, while
+the parent sets the run up, then waits for the rest of its scorer (``start``). Each runs
+the runtime with one intra-op thread and sizes Arrow's CPU pool to one thread, so N workers
+use N cores without oversubscription.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+import pyarrow as pa
+
 from ferry.batch.job import BatchError
 from ferry.batch.readers import Payload, SliceReader
 from ferry.batch.scoring import ChunkResult, Meta
+from ferry.runtimes.base import Runtime
 
 
 class WorkerCrashed(BatchError):
@@ -46,15 +51,23 @@ class _Worker:
     inflight: deque[tuple[int, Payload]]
 
 
-def _main(conn: Connection, cpu: int | None) -> None:
+def _main(conn: Connection, cpu: int | None, load: Callable[[], Runtime]) -> None:
     if cpu is not None:
         try:
             os.sched_setaffinity(0, {cpu})
         except (AttributeError, OSError):  # pragma: no cover - not Linux
             pass
+    pa.set_cpu_count(1)  # decoding a row group is this worker's job, on this worker's core
+    try:
+        runtime: Runtime | None = load()
+        failed = None
+    except Exception as exc:  # noqa: BLE001 - reported once the parent asks
+        runtime, failed = None, exc
     try:
         make_scorer = conn.recv()
-        scorer, columns, store = make_scorer()
+        if failed is not None:
+            raise failed
+        scorer, columns, store = make_scorer(runtime)
         reader = SliceReader(columns)
     except Exception as exc:  # noqa: BLE001 - reported to the parent
         conn.send(("init-error", None, f"{type(exc).__name__}: {exc}"))
@@ -83,11 +96,18 @@ def _main(conn: Connection, cpu: int | None) -> None:
 
 
 class WorkerPool:
-    def __init__(self, n: int, depth: int = 2, pin: bool = False) -> None:
+    """Forks ``n`` workers that each call ``load()`` for their runtime at once; ``start``
+    then hands them the rest of their scorer."""
+
+    def __init__(self, n: int, load: Callable[[], Runtime], depth: int = 2,
+                 pin: bool = False) -> None:
         self.n, self.depth, self.pin = n, depth, pin
         self._ctx = mp.get_context("fork")
-        self._make_scorer: Callable[[], Any] | None = None
+        self._load = load
+        self._make_scorer: Callable[[Runtime], Any] | None = None
         self._attempts: dict[int, int] = {}
+        self._stopped = False
+        self._failure: BatchError | None = None
         self.restarts = 0
         self.workers = [self._start(i) for i in range(n)]
 
@@ -95,7 +115,7 @@ class WorkerPool:
         parent, child = self._ctx.Pipe()
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         cpu = cpus[i % len(cpus)] if self.pin and cpus else None
-        process = self._ctx.Process(target=_main, args=(child, cpu), daemon=True,
+        process = self._ctx.Process(target=_main, args=(child, cpu, self._load), daemon=True,
                                     name=f"ferry-batch-{i}")
         process.start()
         child.close()
@@ -107,10 +127,10 @@ class WorkerPool:
     def _init(self, worker: _Worker) -> None:
         worker.conn.send(self._make_scorer)
 
-    def start(self, make_scorer: Callable[[], Any]) -> None:
-        """Send each worker the picklable ``make_scorer`` (returns ``(scorer, columns,
-        chunk_writer or None)``)
-        and wait until every worker has loaded the model."""
+    def start(self, make_scorer: Callable[[Runtime], Any]) -> None:
+        """Send each worker the picklable ``make_scorer`` (called with the worker's runtime;
+        returns ``(scorer, columns, chunk_writer or None)``) and wait until every worker
+        has its scorer."""
         self._make_scorer = make_scorer
         for w in self.workers:
             self._init(w)
@@ -142,25 +162,37 @@ class WorkerPool:
             pass
 
     def results(self, timeout: float | None = None) -> list[ChunkResult]:
-        """Wait for finished chunks (any order); handles dead workers as promised above."""
+        """Wait for finished chunks (any order); handles dead workers as promised above.
+        A failure (``WorkerError``, ``WorkerCrashed``) is raised once the results that
+        arrived with it have been returned, so the chunks finished before it are saved."""
+        if self._failure is not None:
+            raise self._failure
         ready = wait([w.conn for w in self.workers if w.inflight]
                      + [w.process.sentinel for w in self.workers if w.inflight], timeout)
         out: list[ChunkResult] = []
         for i, w in enumerate(list(self.workers)):
-            dead = w.process.sentinel in ready
-            if w.conn in ready or dead:
-                try:
-                    while w.conn.poll():
-                        kind, chunk, value = w.conn.recv()
-                        w.inflight.popleft()
-                        if kind == "error":
-                            raise WorkerError(f"chunk {chunk}: {value}")
-                        out.append(value)
-                except (EOFError, OSError):
-                    dead = True  # it died; what it had in flight is handled below
-            if dead or not w.process.is_alive():
-                self._replace(i, w)
+            try:
+                self._collect(i, w, ready, out)
+            except BatchError as exc:
+                self._failure = self._failure or exc
+        if self._failure is not None and not out:
+            raise self._failure
         return out
+
+    def _collect(self, i: int, w: _Worker, ready: list[Any], out: list[ChunkResult]) -> None:
+        dead = w.process.sentinel in ready
+        if w.conn in ready or dead:
+            try:
+                while w.conn.poll():
+                    kind, chunk, value = w.conn.recv()
+                    w.inflight.popleft()
+                    if kind == "error":
+                        raise WorkerError(f"chunk {chunk}: {value}")
+                    out.append(value)
+            except (EOFError, OSError):
+                dead = True  # it died; what it had in flight is handled below
+        if dead or not w.process.is_alive():
+            self._replace(i, w)
 
     def _replace(self, i: int, dead: _Worker) -> None:
         dead.process.join(1)
@@ -182,12 +214,20 @@ class WorkerPool:
             fresh.inflight.append((chunk, payload))
             fresh.conn.send((chunk, payload))
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Tell every worker to exit once its queue is done (no waiting): called when the
+        last result is in, so workers exit while the run publishes."""
+        if self._stopped:
+            return
+        self._stopped = True
         for w in self.workers:
             try:
                 w.conn.send(None)
             except (OSError, ValueError):
                 pass
+
+    def close(self) -> None:
+        self.stop()
         for w in self.workers:
             w.process.join(2)
             if w.process.is_alive():
