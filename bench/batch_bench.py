@@ -2,6 +2,7 @@
 
 Usage: python bench/batch_bench.py [WORK] [--models tabular,mlp] [--runs 3]
                                    [--tabular-rows 2000000] [--mlp-rows 250000]
+                                   [--baseline DIR] [--cases w1pin,w1,file,folder]
        python bench/batch_bench.py [WORK] --memory [--memory-rows 2000000,8000000]
 
 Builds the bench models (bench/models.py), writes ``<model>-<rows>.parquet`` the way
@@ -17,7 +18,12 @@ row groups of 65,536), then, for each of ``--runs`` rounds, times:
 
 Each ratio uses the pipeline seconds each tool reports itself (from opening the input to the
 output being closed; ferry's includes resolving and loading the model, the run record and the
-atomic publish). Medians are printed as a table; every output's row count is checked.
+atomic publish). Medians are printed as a table; every output's row count is checked. The
+last column is the median of each round's own ratio to that round's two-worker limit, which
+is steadier than the ratio of medians on a busy machine.
+
+``--baseline DIR`` also times an older Ferry side by side, in the same rounds: DIR holds its
+``src/`` (e.g. ``git archive <commit> src | tar -x -C DIR``), put first on ``PYTHONPATH``.
 
 ``--memory`` runs ``ferry batch tabular --workers 2`` to a folder on each size in
 ``--memory-rows`` and reports the peak of the summed Pss of the whole process tree (sampled
@@ -88,13 +94,13 @@ def ferry_cmd(work: Path, data: Path, repo: Path, model: str, workers: int, out:
 
 
 def ferry(work: Path, data: Path, repo: Path, model: str, workers: int, pin: bool,
-          folder: bool, rows: int) -> float:
-    name = f"ferry-{model}-{workers}{'p' if pin else ''}"
+          folder: bool, rows: int, src: Path | None = None) -> float:
+    name = f"ferry-{model}-{workers}{'p' if pin else ''}{'-base' if src else ''}"
     out = f"{work / name}/" if folder else str(work / f"{name}.parquet")
     cmd = ferry_cmd(work, data, repo, model, workers, out)
     if pin:
         cmd = ["taskset", "-c", "0", *cmd]
-    text = run(cmd)
+    text = run(cmd, {"PYTHONPATH": str(src)} if src else None)
     match = re.search(r"(\d+) rows in, (\d+) out.*?, ([\d.]+) s \(", text)
     if match is None:
         raise SystemExit(text)
@@ -121,31 +127,42 @@ def prepare(work: Path, model: str, rows: int) -> tuple[Path, Path, Path]:
     return repo, onnx, data
 
 
-def bench_model(work: Path, model: str, rows: int, runs: int) -> None:
+FERRY_CASES = {  # --cases key: (label, workers, pinned to core 0, folder output)
+    "w1pin": ("ferry --workers 1 (taskset -c 0)", 1, True, False),
+    "w1": ("ferry --workers 1", 1, False, False),
+    "file": ("ferry --workers 2 -> one file", 2, False, False),
+    "folder": ("ferry --workers 2 -> folder of parts", 2, False, True),
+}
+
+
+def bench_model(work: Path, model: str, rows: int, runs: int, baseline: Path | None = None,
+                only: tuple[str, ...] = tuple(FERRY_CASES)) -> None:
     repo, onnx, data = prepare(work, model, rows)
     cases: list[tuple[str, Callable[[], float]]] = [
         ("limit, 1 core (taskset -c 0)", lambda: limit(work, data, onnx, 1)),
         ("limit, 2 workers (part files)", lambda: limit(work, data, onnx, 2)),
-        ("ferry --workers 1 (taskset -c 0)",
-         lambda: ferry(work, data, repo, model, 1, True, False, rows)),
-        ("ferry --workers 1", lambda: ferry(work, data, repo, model, 1, False, False, rows)),
-        ("ferry --workers 2 -> one file",
-         lambda: ferry(work, data, repo, model, 2, False, False, rows)),
-        ("ferry --workers 2 -> folder of parts",
-         lambda: ferry(work, data, repo, model, 2, False, True, rows)),
     ]
+    for src in ([None, baseline / "src"] if baseline else [None]):
+        tag = " (baseline)" if src else ""
+        for key, (label, workers, pin, folder) in FERRY_CASES.items():
+            if key in only:
+                cases.append((label + tag, lambda w=workers, p=pin, f=folder, src=src:
+                              ferry(work, data, repo, model, w, p, f, rows, src)))
     results: dict[str, list[float]] = {}
     for _ in range(runs):
         for name, fn in cases:
             results.setdefault(name, []).append(fn())
     med = {k: statistics.median(v) for k, v in results.items()}
     one, two = med[cases[0][0]], med[cases[1][0]]
+    limit2 = results[cases[1][0]]
     print(f"\n{rows:,} {model} rows, Parquet in/out, medians of {runs} (work: {work})\n")
-    print("| run | rows/s | min-max | vs 1-core limit | vs 2-worker limit |")
-    print("|---|--:|--:|--:|--:|")
+    print("| run | rows/s | min-max | vs 1-core limit | vs 2-worker limit | "
+          "vs 2-worker limit, per round |")
+    print("|---|--:|--:|--:|--:|--:|")
     for k, v in med.items():
+        per_round = statistics.median(r / t for r, t in zip(results[k], limit2, strict=True))
         print(f"| {k} | {v:,.0f} | {min(results[k]):,.0f}-{max(results[k]):,.0f} | "
-              f"{v / one:.2f} | {v / two:.2f} |")
+              f"{v / one:.2f} | {v / two:.2f} | {per_round:.2f} |")
 
 
 def _tree_pss_kib(root: int) -> int:
@@ -201,6 +218,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--memory-rows", default="2000000,8000000")
+    ap.add_argument("--baseline", type=Path, help="folder holding an older Ferry's src/, "
+                                                  "timed side by side")
+    ap.add_argument("--cases", default=",".join(FERRY_CASES),
+                    help=f"ferry runs to time, of {','.join(FERRY_CASES)}")
     a = ap.parse_args()
     work = Path(a.work or tempfile.mkdtemp(prefix="ferry-batch-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -209,7 +230,7 @@ def main() -> None:
         return
     for model in a.models.split(","):
         rows = a.tabular_rows if model == "tabular" else a.mlp_rows
-        bench_model(work, model, rows, a.runs)
+        bench_model(work, model, rows, a.runs, a.baseline, tuple(a.cases.split(",")))
 
 
 if __name__ == "__main__":
