@@ -132,9 +132,15 @@ def arrow(table: pa.Table, columns: list[str]) -> pa.Table:
     ingest's INSERT names none): missing columns as NULL, each value as ``executemany``
     stores it."""
     n = table.num_rows
-    arrays = [_column(table.column(c).combine_chunks(), n) if c in table.column_names
+    arrays = [_column(_one_array(table.column(c)), n) if c in table.column_names
               else pa.nulls(n, pa.string()) for c in columns]
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+def _one_array(col: pa.ChunkedArray) -> pa.Array:
+    """The column as one array, copied only if it has several chunks (a chunk's output has
+    one: ``combine_chunks`` copied it anyway, ~1 % of the load)."""
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
 def _column(col: pa.Array, n: int) -> pa.Array:
