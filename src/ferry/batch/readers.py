@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ferry.batch.job import BatchError, Location
-from ferry.batch.remote import is_remote, local_path, open_binary, open_text, parquet_file
+from ferry.batch.remote import is_remote, open_binary, open_text, parquet_file
 
 
 @dataclass(frozen=True)
@@ -112,23 +112,17 @@ class SliceReader:
         if key != self._group:
             f = self._files.get(piece.path)
             if f is None:
-                f = self._files[piece.path] = _open_parquet(piece.path)
+                f = self._files[piece.path] = parquet_file(piece.path)
             # use_threads: Arrow's CPU pool decodes (a worker process sizes it to one
-            # thread); that took less CPU than decoding on this thread (mlp: 70 vs 80 ms).
+            # thread), which took less CPU than decoding on this thread (an mlp bench row
+            # group: ~72 vs ~82 ms). Not memory-mapped, though that saved another ~20 ms:
+            # the mapped pages stayed in the process's RSS, which then grew with the input.
             self._table = f.read_row_group(piece.row_group, columns=self.columns)
             self._group = key
         assert self._table is not None  # noqa: S101 - set just above
         table = self._table.slice(piece.offset, piece.length)
         return table.combine_chunks().to_batches()[0] if table.num_rows else \
             pa.RecordBatch.from_pylist([], schema=table.schema)
-
-
-def _open_parquet(path: str) -> pq.ParquetFile:
-    """A local file is memory-mapped: pages are decoded straight from the page cache, not
-    copied into buffers first (an mlp bench row group: 50 vs 70 ms of CPU)."""
-    if is_remote(path):
-        return parquet_file(path)
-    return pq.ParquetFile(local_path(path), memory_map=True)
 
 
 def rebatch(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
