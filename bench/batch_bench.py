@@ -3,6 +3,7 @@
 Usage: python bench/batch_bench.py [WORK] [--models tabular,mlp] [--runs 3]
                                    [--tabular-rows 2000000] [--mlp-rows 250000]
                                    [--baseline DIR] [--cases w1pin,w1,file,folder]
+                                   [--quiet 0.1]
        python bench/batch_bench.py [WORK] --memory [--memory-rows 2000000,8000000]
 
 Builds the bench models (bench/models.py), writes ``<model>-<rows>.parquet`` the way
@@ -21,6 +22,9 @@ output being closed; ferry's includes resolving and loading the model, the run r
 atomic publish). Medians are printed as a table; every output's row count is checked. The
 last column holds the medians of each round's own ratios to that round's limits, which are
 steadier than the ratios of medians on a busy machine.
+
+Before each run the bench waits (up to 2 min) until the box is less than ``--quiet`` (10 %)
+busy, as the anchors' driver did.
 
 ``--baseline DIR`` also times an older Ferry side by side, in the same rounds: DIR holds its
 ``src/`` (e.g. ``git archive <commit> src | tar -x -C DIR``), put first on ``PYTHONPATH``.
@@ -109,6 +113,25 @@ def ferry(work: Path, data: Path, repo: Path, model: str, workers: int, pin: boo
     return rows / float(match.group(3))
 
 
+def _busy(seconds: float = 1.0) -> float:
+    """Share of the box's CPU time spent busy over ``seconds`` (from /proc/stat)."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(threshold: float, timeout: float = 120.0) -> None:
+    """Wait (up to ``timeout`` s) until the box is less than ``threshold`` busy, as the
+    anchors' driver did before each run; other people's jobs skew a run more than noise."""
+    deadline = time.monotonic() + timeout
+    while threshold > 0 and _busy() >= threshold and time.monotonic() < deadline:
+        pass
+
+
 def _rows(out: str) -> int:
     import pyarrow.dataset as ds
 
@@ -136,7 +159,7 @@ FERRY_CASES = {  # --cases key: (label, workers, pinned to core 0, folder output
 
 
 def bench_model(work: Path, model: str, rows: int, runs: int, baseline: Path | None = None,
-                only: tuple[str, ...] = tuple(FERRY_CASES)) -> None:
+                only: tuple[str, ...] = tuple(FERRY_CASES), quiet: float = 0.1) -> None:
     repo, onnx, data = prepare(work, model, rows)
     cases: list[tuple[str, Callable[[], float]]] = [
         ("limit, 1 core (taskset -c 0)", lambda: limit(work, data, onnx, 1)),
@@ -151,6 +174,7 @@ def bench_model(work: Path, model: str, rows: int, runs: int, baseline: Path | N
     results: dict[str, list[float]] = {}
     for _ in range(runs):
         for name, fn in cases:
+            wait_quiet(quiet)
             results.setdefault(name, []).append(fn())
     med = {k: statistics.median(v) for k, v in results.items()}
     one, two = med[cases[0][0]], med[cases[1][0]]
@@ -220,6 +244,9 @@ def main() -> None:
     ap.add_argument("--memory-rows", default="2000000,8000000")
     ap.add_argument("--baseline", type=Path, help="folder holding an older Ferry's src/, "
                                                   "timed side by side")
+    ap.add_argument("--quiet", type=float, default=0.1,
+                    help="before each run, wait (up to 2 min) until the box is less than "
+                         "this busy (0: do not wait)")
     ap.add_argument("--cases", default=",".join(FERRY_CASES),
                     help=f"ferry runs to time, of {','.join(FERRY_CASES)}")
     a = ap.parse_args()
@@ -230,7 +257,7 @@ def main() -> None:
         return
     for model in a.models.split(","):
         rows = a.tabular_rows if model == "tabular" else a.mlp_rows
-        bench_model(work, model, rows, a.runs, a.baseline, tuple(a.cases.split(",")))
+        bench_model(work, model, rows, a.runs, a.baseline, tuple(a.cases.split(",")), a.quiet)
 
 
 if __name__ == "__main__":
