@@ -97,3 +97,22 @@ def features(table: pa.Table, names: list[str]) -> np.ndarray:
 def write_parquet(table: pa.Table, path: Path, row_group: int = 1000) -> Path:
     pq.write_table(table, path, row_group_size=row_group)
     return path
+
+
+def drop_postgres_tables(url: str, prefix: str) -> None:
+    """Drop the tables a test wrote to the session's PostgreSQL (names starting with
+    ``prefix``, their staging and chunk tables included) and their ``batch_tables`` rows,
+    so the next test finds the database as it was."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as c:
+            c.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
+            for name in sa.inspect(c).get_table_names():
+                if name.startswith(prefix):
+                    c.execute(sa.text(f'DROP TABLE "{name}"'))
+            c.execute(sa.text("DELETE FROM batch_tables WHERE table_name LIKE :p"),
+                      {"p": prefix + "%"})
+    finally:
+        engine.dispose()

@@ -9,7 +9,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from tests.batch.conftest import drop_postgres_tables
 from tests.batch.test_local import (  # noqa: F401 - fixture and helpers
     env,
     ferry,
@@ -121,18 +123,9 @@ def output_kind(request: pytest.FixtureRequest) -> Iterator[tuple[str, str | Non
     if request.param != "postgresql":
         yield request.param, None
         return
-    import sqlalchemy as sa
-
     url = str(request.getfixturevalue("postgres_url"))
     yield request.param, url
-    engine = sa.create_engine(url)
-    with engine.begin() as c:
-        c.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
-        for name in sa.inspect(c).get_table_names():
-            if name.startswith("scores"):
-                c.execute(sa.text(f'DROP TABLE "{name}"'))
-        c.execute(sa.text("DELETE FROM batch_tables WHERE table_name LIKE 'scores%'"))
-    engine.dispose()
+    drop_postgres_tables(url, "scores")
 
 
 def _target(kind: str, root: Path, pg_url: str | None) -> str:
@@ -224,24 +217,46 @@ def _kill_in_the_window(kind: str, root: Path, pg_url: str | None,
     return run_id, recorded
 
 
+@dataclass
+class _Resumed:
+    """A run killed in the window and resumed: its input, the record after the resume, and
+    what the output and the rejects output hold."""
+
+    input: pa.Table
+    record: dict
+    out: pa.Table
+    rejected: int
+
+
+def _kill_then_resume(kind: str, root: Path, pg_url: str | None, workers: int = 1,
+                      before_resume: Callable[[str], None] | None = None) -> _Resumed:
+    """Score 40 chunks of ``_x_with_nulls`` rows, SIGKILL the run in the window, resume it
+    (after ``before_resume(run_id)``), and check that every scorable row is out once."""
+    n = 64 * 40
+    table = _x_with_nulls(n)
+    pq.write_table(table, root / "in.parquet", row_group_size=64 * 10)
+    run_id, _ = _kill_in_the_window(kind, root, pg_url, workers=workers)
+    if before_resume is not None:
+        before_resume(run_id)
+    ferry("batch", "--resume", run_id, "-q")
+    [record] = runs(root)
+    assert record["run_id"] == run_id
+    out, rejected = _outputs(kind, root, pg_url)
+    assert sorted(out["id"].to_pylist()) == [i for i in range(n) if i % 7 != 3]  # each once
+    return _Resumed(table, record, out, rejected)
+
+
 def test_sigkill_after_the_sink_commits_but_before_the_record_resumes_with_exact_counts(
         env: Path, output_kind: tuple[str, str | None]) -> None:  # noqa: F811
     """The window the run record used to lose a chunk in (it finished one chunk short).
     After ``--resume`` the record's counts must equal the rows in the output and in the
     rejects output, because they are rebuilt from the counts the sink keeps."""
     kind, pg_url = output_kind
-    n = 64 * 40
-    table = _x_with_nulls(n)
-    pq.write_table(table, env / "in.parquet", row_group_size=64 * 10)
-    run_id, _ = _kill_in_the_window(kind, env, pg_url)
-
-    ferry("batch", "--resume", run_id, "-q")
-    [resumed] = runs(env)
-    out, rejected = _outputs(kind, env, pg_url)
-    nulls = table["x"].null_count
-    assert sorted(out["id"].to_pylist()) == [i for i in range(n) if i % 7 != 3]  # each once
-    assert (rejected, out.num_rows) == (nulls, n - nulls)
-    assert (resumed["run_id"], resumed["status"]) == (run_id, "succeeded")
+    r = _kill_then_resume(kind, env, pg_url)
+    resumed, out, rejected = r.record, r.out, r.rejected
+    nulls = r.input["x"].null_count
+    assert (rejected, out.num_rows) == (nulls, r.input.num_rows - nulls)
+    assert resumed["status"] == "succeeded"
     assert (resumed["rows_in"], resumed["rows_out"], resumed["rows_rejected"],
             resumed["chunks_done"]) == (out.num_rows + rejected, out.num_rows, rejected, 40)
 
@@ -250,14 +265,8 @@ def test_sigkill_with_workers_writing_parts_ahead_of_the_record_resumes_with_exa
         env: Path) -> None:  # noqa: F811
     """With ``--workers 2`` to a folder, the workers make chunks durable themselves, ahead of
     the writer that records them: a kill can leave several chunks uncounted."""
-    n = 64 * 40
-    table = _x_with_nulls(n)
-    pq.write_table(table, env / "in.parquet", row_group_size=64 * 10)
-    run_id, _ = _kill_in_the_window("folder", env, None, workers=2)
-    ferry("batch", "--resume", run_id, "-q")
-    [resumed] = runs(env)
-    out, rejected = _outputs("folder", env, None)
-    assert sorted(out["id"].to_pylist()) == [i for i in range(n) if i % 7 != 3]
+    r = _kill_then_resume("folder", env, None, workers=2)
+    resumed, out, rejected, n = r.record, r.out, r.rejected, r.input.num_rows
     assert (resumed["status"], resumed["rows_in"], resumed["rows_out"],
             resumed["rows_rejected"], resumed["chunks_done"]) == (
         "succeeded", n, out.num_rows, rejected, 40)
@@ -284,17 +293,10 @@ def test_staging_of_an_older_ferry_still_resumes(env: Path, kind: str) -> None: 
     """Staging without counts (an older Ferry's) resumes as before: every row once, and the
     run's counts from the run store, so a chunk the kill kept from being recorded stays out
     of them (the documented fallback)."""
-    n = 64 * 40
-    table = _x_with_nulls(n)
-    pq.write_table(table, env / "in.parquet", row_group_size=64 * 10)
-    run_id, recorded = _kill_in_the_window(kind, env, None)
-    _as_older_ferry(kind, env, run_id)
-
-    ferry("batch", "--resume", run_id, "-q")
-    [resumed] = runs(env)
-    out, rejected = _outputs(kind, env, None)
-    nulls = table["x"].null_count
-    assert sorted(out["id"].to_pylist()) == [i for i in range(n) if i % 7 != 3]  # each once
+    r = _kill_then_resume(kind, env, None,
+                          before_resume=lambda run_id: _as_older_ferry(kind, env, run_id))
+    resumed, out, rejected, n = r.record, r.out, r.rejected, r.input.num_rows
+    nulls = r.input["x"].null_count
     assert (rejected, out.num_rows) == (nulls, n - nulls)
     assert (resumed["status"], resumed["chunks_done"]) == ("succeeded", 39)  # one uncounted
     assert resumed["rows_in"] == n - 64

@@ -23,6 +23,7 @@ from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import PublishInfo, Sink, open_sink
 from ferry.batch.sinks.base import ChunkCounts
 from ferry.batch.sinks.remote import RemoteSink
+from tests.batch.conftest import drop_postgres_tables
 
 RUN = "20261121-000000-abcdef12"
 TAG = RUN.replace("-", "")[:12]
@@ -49,18 +50,9 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Locatio
         yield Location("sql", "sqlite", target=f"sqlite:///{tmp_path / 'o.db'}",
                        table="scores")
     else:
-        import sqlalchemy as sa
-
         url = str(request.getfixturevalue("postgres_url"))
         yield Location("sql", "postgresql", target=url, table="scores_counts")
-        engine = sa.create_engine(url)
-        with engine.begin() as c:  # leave the session's PostgreSQL as found
-            c.execute(sa.text("SET LOCAL lock_timeout = '20s'"))
-            for name in sa.inspect(c).get_table_names():
-                if name.startswith("scores_counts"):
-                    c.execute(sa.text(f'DROP TABLE "{name}"'))
-            c.execute(sa.text("DELETE FROM batch_tables WHERE table_name LIKE 'scores_counts%'"))
-        engine.dispose()
+        drop_postgres_tables(url, "scores_counts")
 
 
 def _sink(location: Location) -> Sink:
