@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from ferry.errors import FerryError, NotFound
@@ -59,10 +60,11 @@ class PredictionStore:
             t = sa.Table(table, sa.MetaData(), autoload_with=c)
             column = t.c[keys[0]]
             value: Any = key
-            if column.type.python_type is int:
+            kind = column.type.python_type
+            if kind in (int, Decimal):  # Decimal: a uint64 key, numeric(20) in PostgreSQL
                 if not key.lstrip("-").isdigit():
                     raise NotFound(f"no prediction for {keys[0]}={key!r} in {table!r}")
-                value = int(key)
+                value = kind(key)
             query = sa.select(t).where(column == value)
             if "scored_at" in t.c:
                 query = query.order_by(t.c.scored_at.desc())
@@ -89,6 +91,8 @@ def _as_datetime(value: Any) -> datetime | None:
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return _as_datetime(value).isoformat()  # type: ignore[union-attr]
+    if isinstance(value, Decimal):  # uint64 columns in PostgreSQL: NUMERIC(20), integers
+        return int(value) if value == value.to_integral_value() else float(value)
     return value
 
 

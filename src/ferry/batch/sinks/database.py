@@ -9,7 +9,14 @@ chunks keep NULL counts, reported as unknown) and goes on.
 
 Rows go in by each database's bulk path: PostgreSQL's binary COPY (``pgcopy``); SQLite's
 ADBC ingest (``sqlite_adbc``, which decides when it applies), else ``executemany``
-(``pyrows``)."""
+(``pyrows``). Names are quoted, cut and checked by ``identifiers``. ``--mode append`` inserts
+by column name, into a table that must have all of the run's columns (checked before
+scoring).
+
+``uint64`` columns: PostgreSQL stores them as ``numeric(20)``, every value exactly
+(``pgcopy``). SQLite has no integer above 2^63-1 (it would turn one into an inexact REAL);
+its sink keeps such a column INTEGER and fails the run, naming the column and the value, on
+the first chunk that holds a larger value, before inserting any of that chunk's rows."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ import time
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ferry.batch.job import BatchError, Location
 from ferry.batch.scoring import ChunkResult
@@ -30,11 +38,14 @@ from ferry.batch.sinks.base import (
     Sink,
     SinkError,
 )
+from ferry.batch.sinks.identifiers import check, prefix, quote
 
 log = logging.getLogger("ferry.batch")
 
 COUNTS = ("rows_in", "rows_out", "rows_rejected")
 """The chunks table's count columns, besides ``chunk``."""
+SQLITE_MAX_INT = 2**63 - 1
+"""SQLite's largest integer; a larger ``uint64`` value fails the run (see the docstring)."""
 
 
 class DbSink(Sink):
@@ -49,14 +60,22 @@ class DbSink(Sink):
         if mode not in ("replace", "append"):
             raise BatchError(f"--mode {mode!r}: use replace or append")
         self.dialect = output.format
+        self.where = output.describe()
+        check(self.dialect, self.where, (output.table, rejects_table),
+              {output.table: schema.names, rejects_table: rejects_schema.names})
         self.engine = sa.create_engine(output.target, poolclass=sa.pool.NullPool)
-        self.quote = self.engine.dialect.identifier_preparer.quote
         self.table, self.rejects_table, self.mode = output.table, rejects_table, mode
         tag = run_id.replace("-", "")[:12]
-        self.stage = f"{output.table[:40]}__stage_{tag}"
-        self.chunks = f"{output.table[:40]}__chunks_{tag}"
-        self.rejects_stage = f"{rejects_table[:40]}__stage_{tag}"
+        base = prefix(output.table, 40, self.dialect)
+        self.stage = f"{base}__stage_{tag}"
+        self.chunks = f"{base}__chunks_{tag}"
+        self.rejects_stage = f"{prefix(rejects_table, 40, self.dialect)}__stage_{tag}"
+        if self.rejects_stage.lower() == self.stage.lower():  # same first 40 characters
+            self.rejects_stage = f"{base}__rejects_{tag}"
         self.schema, self.rejects_schema = schema, rejects_schema
+        self._unsigned = [f.name for s in (schema, rejects_schema) for f in s
+                          if _is_uint64(f.type)] if self.dialect == "sqlite" else []
+        """SQLite: the uint64 columns, whose values are checked chunk by chunk."""
         self.commit_rows, self.commit_s = commit_rows, commit_s
         self._pending: list[ChunkResult] = []
         self._rows = 0
@@ -67,10 +86,11 @@ class DbSink(Sink):
         self._copy: Any = None
         """PostgreSQL: the staging table's COPY, open while the transaction is."""
         self._copy_cm: Any = None
-        self.where = output.describe()
         self.adbc_path = (sqlite_adbc.usable(output.target, schema, rejects_schema)
                           if adbc and self.dialect == "sqlite" else None)
         """SQLite: the database file ADBC opens; None for the raw driver (``executemany``)."""
+        log.debug("%s: rows go in by %s", self.where, "binary COPY" if self.dialect != "sqlite"
+                  else "ADBC ingest" if self.adbc_path else "executemany")
         self._adbc_cur: Any = None
         """ADBC: the connection's one cursor (each must be closed; the connection does)."""
 
@@ -112,7 +132,7 @@ class DbSink(Sink):
         return cur
 
     def _q(self, name: str) -> str:
-        return str(self.quote(name))
+        return quote(name)
 
     def _ddl(self, name: str, schema: pa.Schema) -> str:
         columns = ", ".join(f"{self._q(f.name)} {self._sql_type(f.type)}" for f in schema)
@@ -126,12 +146,28 @@ class DbSink(Sink):
         return "REAL" if pa.types.is_floating(t) else "TEXT"
 
     def _exists(self, cur: Any, name: str) -> bool:
-        if self.dialect == "sqlite":
-            cur.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        if self.dialect == "sqlite":  # SQLite's names ignore ASCII case, as NOCASE does
+            cur.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=? "
+                        "COLLATE NOCASE", (name,))
         else:
             cur.execute("SELECT 1 FROM information_schema.tables WHERE table_name=%s "
                         "AND table_schema = current_schema()", (name,))
         return cur.fetchone() is not None
+
+    def _check_append(self, cur: Any) -> None:
+        """``--mode append`` into a table that exists: it must have every column of ours
+        (rows are inserted by column name; other columns of it get their defaults)."""
+        for target, schema in ((self.table, self.schema),
+                               (self.rejects_table, self.rejects_schema)):
+            if not self._exists(cur, target):
+                continue
+            found = self._columns(cur, target)
+            fold = str.lower if self.dialect == "sqlite" else str
+            missing = [c for c in schema.names if fold(c) not in {fold(f) for f in found}]
+            if missing:
+                raise BatchError(f"{self.where}: --mode append: table {target} has no "
+                                 f"column(s) {missing} (it has {sorted(found)}); append to "
+                                 f"a table with these columns, or use --mode replace")
 
     def _columns(self, cur: Any, name: str) -> set[str]:
         if self.dialect == "sqlite":
@@ -146,6 +182,8 @@ class DbSink(Sink):
         def prepare() -> Durable:
             conn = self._connect()
             cur = self._begin(conn)
+            if self.mode == "append":
+                self._check_append(cur)
             chunks = self._q(self.chunks)
             done: Durable = {}
             if resume and self._exists(cur, self.stage):
@@ -172,12 +210,27 @@ class DbSink(Sink):
         """Insert the chunk's rows now, into the transaction that stays open until the next
         commit (every ``commit_rows`` rows or ``commit_s`` seconds): the inserts overlap
         scoring, and a run's end waits for one commit, not for its last rows' inserts."""
+        if self._unsigned:
+            self._check_unsigned(result)
         self._pending.append(result)
         self._rows += result.rows_in
         self._retry(f"write {result.rows_out} rows", lambda: self._append([result]))
         if self._rows >= self.commit_rows or time.monotonic() - self._since >= self.commit_s:
             return self.flush()
         return []
+
+    def _check_unsigned(self, result: ChunkResult) -> None:
+        tables = [t for t in (result.output, result.rejects) if t is not None]
+        for table in tables:
+            for name in set(self._unsigned) & set(table.column_names):
+                top = pc.max(table.column(name).cast(pa.uint64())).as_py()
+                if top is not None and top > SQLITE_MAX_INT:
+                    raise BatchError(
+                        f"{self.where}: column {name!r} (uint64) holds {top} in chunk "
+                        f"{result.chunk}, above SQLite's largest integer {SQLITE_MAX_INT} "
+                        f"(2^63-1): SQLite has no unsigned 64-bit integer and would store an "
+                        f"inexact REAL. Write to PostgreSQL (numeric(20), exact) or a Parquet "
+                        f"file, or make the column text in the input")
 
     def _append(self, results: list[ChunkResult]) -> None:
         """Insert ``results`` into the open transaction; a new transaction (the first, or
@@ -291,14 +344,17 @@ class DbSink(Sink):
                 else:
                     if not self._exists(cur, target):
                         cur.execute(self._ddl(target, schema))
-                    cur.execute(f"INSERT INTO {self._q(target)} SELECT * FROM {self._q(stage)}")
+                    names = ", ".join(self._q(c) for c in schema.names)
+                    cur.execute(f"INSERT INTO {self._q(target)} ({names}) "
+                                f"SELECT {names} FROM {self._q(stage)}")
                     cur.execute(f"DROP TABLE {self._q(stage)}")
             cur.execute(f"DROP TABLE {self._q(self.chunks)}")
             if info.keys:
                 if self.dialect != "sqlite":  # sort the keys in memory: ~15 % faster for 2M
                     cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
                 keys = ", ".join(self._q(k) for k in info.keys)
-                cur.execute(f"CREATE INDEX IF NOT EXISTS {self._q(self.table[:50] + '__key')} "
+                index = prefix(self.table, 50, self.dialect) + "__key"
+                cur.execute(f"CREATE INDEX IF NOT EXISTS {self._q(index)} "
                             f"ON {self._q(self.table)} ({keys})")
             self._record_table(cur, info)
             conn.commit()
@@ -339,3 +395,7 @@ class DbSink(Sink):
             conn.commit()
         finally:
             self.close()
+
+
+def _is_uint64(t: pa.DataType) -> bool:
+    return t == pa.uint64() or (pa.types.is_dictionary(t) and t.value_type == pa.uint64())

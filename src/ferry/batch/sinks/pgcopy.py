@@ -13,9 +13,14 @@ string is its length word joined to its bytes, and a NULL is the length word -1.
 buffer of the result is exactly the COPY rows.
 
 Column types follow ``sql_type``, the DDL the database sink creates its tables with
-(booleans, integers up to 32 bits as ``integer``, wider ones as ``bigint``, floats as
-``real`` / ``double precision``, timestamps as ``timestamp[tz]``, everything else as
-``text`` through Arrow's cast to string).
+(booleans, integers up to 32 bits as ``integer``, wider ones as ``bigint`` except
+``uint64`` as ``numeric(20)``, floats as ``real`` / ``double precision``, timestamps as
+``timestamp[tz]``, everything else as ``text`` through Arrow's cast to string).
+
+``uint64`` is ``numeric(20)`` because ``bigint`` stops at 2^63-1 and PostgreSQL has no
+unsigned type: every value up to 2^64-1 (64-bit hashes and ids) is stored exactly, and reads
+back as a number (``Decimal`` in Python). Its binary form is fixed-width here: five base-10000
+digits with weight 4 (PostgreSQL drops the leading and trailing zero digits on receipt).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 """The field count -1 ends the data."""
 
+NUMERIC_U64 = "NUMERIC(20)"
+"""The column type of ``uint64``: all 20 decimal digits of 2^64-1, no fraction."""
 _PG_EPOCH_US = 946_684_800_000_000
 """2000-01-01 in microseconds since 1970-01-01: PostgreSQL's timestamp zero."""
 _NULL = b"\xff\xff\xff\xff"
@@ -41,6 +48,8 @@ def sql_type(t: pa.DataType) -> str:
     """The PostgreSQL column type an Arrow type is stored as (and encoded for)."""
     if pa.types.is_boolean(t):
         return "BOOLEAN"
+    if t == pa.uint64():
+        return NUMERIC_U64
     if pa.types.is_integer(t):
         return "INTEGER" if t.bit_width <= 32 and t != pa.uint32() else "BIGINT"
     if pa.types.is_floating(t):
@@ -101,6 +110,8 @@ def _fixed_values(col: pa.Array, kind: str, n: int) -> np.ndarray | None:
         raw = col.view(pa.int64()).fill_null(0).to_numpy()
         us = raw * _TO_US[unit] if unit != "ns" else (raw + 500) // 1000
         return (us - _PG_EPOCH_US).astype(">i8")
+    if kind == NUMERIC_U64:
+        return _numeric_u64(col.fill_null(0).to_numpy(), n)
     wire = _WIRE.get(kind)
     if wire is None:
         return None
@@ -110,6 +121,18 @@ def _fixed_values(col: pa.Array, kind: str, n: int) -> np.ndarray | None:
     if col.null_count:
         col = col.fill_null(False if kind == "BOOLEAN" else 0)
     return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def _numeric_u64(values: np.ndarray, n: int) -> np.ndarray:
+    """``uint64`` values as PostgreSQL's binary ``numeric``: ndigits 5, weight 4, sign +,
+    dscale 0, then five base-10000 digits, most significant first (18 bytes each)."""
+    words = np.empty((n, 9), ">i2")
+    words[:, :4] = (5, 4, 0, 0)
+    rest = values.astype(np.uint64, copy=True)
+    for i in range(8, 3, -1):
+        words[:, i] = rest % 10000
+        rest //= 10000
+    return words.view(np.dtype((np.void, 18))).reshape(n)
 
 
 def _records(fields: list[tuple[str, np.ndarray]], n: int) -> pa.Array:
