@@ -92,7 +92,9 @@ class DbSink(Sink):
         log.debug("%s: rows go in by %s", self.where, "binary COPY" if self.dialect != "sqlite"
                   else "ADBC ingest" if self.adbc_path else "executemany")
         self._adbc_cur: Any = None
-        """ADBC: the connection's one cursor (each must be closed; the connection does)."""
+        """ADBC: the connection's one cursor, closed before the connection (drivers before
+        1.10 refuse to close a connection with an open cursor, and keep its transaction and
+        locks: the retry after a failed write then met "database is locked")."""
 
     # -- connection and statements ------------------------------------------------------
     def _connect(self) -> Any:
@@ -114,14 +116,19 @@ class DbSink(Sink):
     def _disconnect(self) -> None:
         self._cur = self._copy = None  # the open transaction is lost with the connection
         if self._conn is not None:
-            try:
-                if self.adbc_path is not None:
-                    self._raw.close()  # rolls the open transaction back
-                else:
-                    self._raw.invalidate()
-            except Exception:  # noqa: BLE001 - it is already broken
-                pass
+            steps = ((self._adbc_cur.close, self._raw.close) if self.adbc_path is not None
+                     else (self._raw.invalidate,))  # ADBC's close rolls the transaction back
+            self._steps(*steps)
             self._conn = self._adbc_cur = None
+
+    @staticmethod
+    def _steps(*steps: Any) -> None:
+        """Run each of ``steps`` (closing a connection that may be broken), ignoring errors."""
+        for step in steps:
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - it may be broken already
+                pass
 
     def _begin(self, conn: Any) -> Any:
         if self.adbc_path is not None:  # the driver keeps a transaction open: no BEGIN
@@ -378,11 +385,8 @@ class DbSink(Sink):
             self._disconnect()
         self._cur = None  # an open transaction is rolled back: its chunks were not counted
         if self._conn is not None:
-            for step in (self._conn.rollback, self._raw.close):
-                try:
-                    step()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    pass
+            cursor = () if self._adbc_cur is None else (self._adbc_cur.close,)
+            self._steps(self._conn.rollback, *cursor, self._raw.close)
             self._conn = self._adbc_cur = None
         self.engine.dispose()
 
