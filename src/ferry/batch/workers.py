@@ -12,12 +12,21 @@ must not be live at fork time: OpenMP, Arrow's pools) and each loads the model a
 the parent sets the run up, then waits for the rest of its scorer (``start``). Each runs
 the runtime with one intra-op thread and sizes Arrow's CPU pool to one thread, so N workers
 use N cores without oversubscription.
+
+A worker takes the parent's messages on a thread of its own (``_inbox``), so it keeps
+receiving while it is blocked sending a result: CSV, JSON Lines and database chunks travel
+as rows, megabytes each way, and a worker that only read between chunks left the parent
+blocked sending it the next chunk while the worker was blocked sending its result, which
+the parent drains only between sends (a deadlock once both exceeded the pipe's buffer:
+~200 KiB each way).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,13 +82,13 @@ def _main(conn: Connection, cpu: int | None, load: Callable[[], Runtime]) -> Non
         conn.send(("init-error", None, f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", None, None))
+    inbox = _inbox(conn)
     while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
+        message = inbox.get()
         if message is None:
             return
+        if isinstance(message, BaseException):
+            raise message  # as if from conn.recv() here: the worker dies, its chunks retried
         chunk, payload = message
         try:
             result = scorer.score(chunk, reader.read(payload))
@@ -93,6 +102,29 @@ def _main(conn: Connection, cpu: int | None, load: Callable[[], Runtime]) -> Non
                        f"{type(exc).__name__}: {exc}"))
         else:
             conn.send(("ok", chunk, reply))
+
+
+def _inbox(conn: Connection) -> queue.SimpleQueue[Any]:
+    """The parent's messages, received on a thread: None at the end (the parent's None, or
+    its end of the pipe closed), an exception if receiving failed. Unbounded, yet it holds
+    at most ``depth`` chunks: the parent never has more in flight to one worker (Parquet
+    chunks are slices, read after they leave the inbox)."""
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                message = None
+            except BaseException as exc:  # noqa: BLE001 - raised by the scoring thread
+                message = exc
+            inbox.put(message)
+            if message is None or isinstance(message, BaseException):
+                return
+
+    threading.Thread(target=receive, name="ferry-batch-inbox", daemon=True).start()
+    return inbox
 
 
 class WorkerPool:
@@ -154,7 +186,10 @@ class WorkerPool:
         return self.inflight < self.n * self.depth
 
     def submit(self, chunk: int, payload: Payload) -> None:
-        worker = min(self.workers, key=lambda w: len(w.inflight))
+        self._send(min(self.workers, key=lambda w: len(w.inflight)), chunk, payload)
+
+    @staticmethod
+    def _send(worker: _Worker, chunk: int, payload: Payload) -> None:
         worker.inflight.append((chunk, payload))
         try:
             worker.conn.send((chunk, payload))
@@ -210,9 +245,8 @@ class WorkerPool:
         if kind != "ready":
             raise WorkerError(f"a restarted worker could not load the model: {error}")
         self.workers[i] = fresh
-        for chunk, payload in lost:
-            fresh.inflight.append((chunk, payload))
-            fresh.conn.send((chunk, payload))
+        for chunk, payload in lost:  # if one kills it at once, the next results() sees it
+            self._send(fresh, chunk, payload)
 
     def stop(self) -> None:
         """Tell every worker to exit once its queue is done (no waiting): called when the
