@@ -11,7 +11,8 @@ Run lifecycle: ``running`` -> ``succeeded`` | ``failed`` | ``interrupted``. Prog
 recorded per durable chunk (see ``sinks``); a failed or interrupted run keeps its staging
 and ``run(..., resume=RUN_ID)`` finishes it without rescoring durable chunks, its progress
 and counts rebuilt from the counts the sink keeps with each durable chunk. Ctrl-C and
-SIGTERM (turned into ``KeyboardInterrupt`` by the CLI) mark the run ``interrupted``.
+SIGTERM (turned into ``KeyboardInterrupt`` by the CLI) mark the run ``interrupted``; workers
+leave both to this process, which then terminates them (see ``workers``).
 """
 
 from __future__ import annotations

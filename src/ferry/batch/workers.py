@@ -19,6 +19,17 @@ as rows, megabytes each way, and a worker that only read between chunks left the
 blocked sending it the next chunk while the worker was blocked sending its result, which
 the parent drains only between sends (a deadlock once both exceeded the pipe's buffer:
 ~200 KiB each way).
+
+A worker lives no longer than its parent wants it, even when the parent dies without a
+handler running (SIGKILL, the OOM killer): it closes the parent's ends of every pipe it
+inherited at the fork (its own and the workers' forked before it), so the parent's death
+ends its pipe, and its receiving thread also checks every second that its parent is still
+the process that forked it. Either way it exits at once (``os._exit``), even in the middle
+of a chunk: no one is left to take the result, and the sink's staging is what a resume
+trusts. Signals: a worker ignores SIGINT (a terminal's Ctrl-C reaches the whole process
+group; the parent handles it and stops the workers) and dies of SIGTERM, quietly, which is
+how the parent stops them (``terminate``). Both are blocked across the fork, so none
+arrives at a worker before its own handlers are set.
 """
 
 from __future__ import annotations
@@ -26,9 +37,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -60,35 +73,48 @@ class _Worker:
     inflight: deque[tuple[int, Payload]]
 
 
-def _main(conn: Connection, cpu: int | None, load: Callable[[], Runtime]) -> None:
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_PARENT_CHECK_S = 1.0
+"""How often a worker's receiving thread, while no message waits, checks its parent."""
+_ORPHANED = 70
+"""A worker's exit code when its parent is gone (nobody reads it: for ``ps`` and tracing)."""
+
+
+def _main(conn: Connection, parent_ends: list[Connection], parent_pid: int,
+          cpu: int | None, load: Callable[[], Runtime]) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked by the parent's fork
+    for end in parent_ends:  # else the parent's death would not end this worker's pipe
+        end.close()
     if cpu is not None:
         try:
             os.sched_setaffinity(0, {cpu})
         except (AttributeError, OSError):  # pragma: no cover - not Linux
             pass
     pa.set_cpu_count(1)  # decoding a row group is this worker's job, on this worker's core
+    inbox = _inbox(conn, parent_pid)
     try:
         runtime: Runtime | None = load()
         failed = None
     except Exception as exc:  # noqa: BLE001 - reported once the parent asks
         runtime, failed = None, exc
     try:
-        make_scorer = conn.recv()
+        make_scorer = _next(inbox)
+        if make_scorer is None:
+            return
         if failed is not None:
             raise failed
         scorer, columns, store = make_scorer(runtime)
         reader = SliceReader(columns)
     except Exception as exc:  # noqa: BLE001 - reported to the parent
-        conn.send(("init-error", None, f"{type(exc).__name__}: {exc}"))
+        _reply(conn, ("init-error", None, f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", None, None))
-    inbox = _inbox(conn)
+    _reply(conn, ("ready", None, None))
     while True:
-        message = inbox.get()
+        message = _next(inbox)
         if message is None:
             return
-        if isinstance(message, BaseException):
-            raise message  # as if from conn.recv() here: the worker dies, its chunks retried
         chunk, payload = message
         try:
             result = scorer.score(chunk, reader.read(payload))
@@ -98,25 +124,43 @@ def _main(conn: Connection, cpu: int | None, load: Callable[[], Runtime]) -> Non
             if not reply.stored:
                 reply = Meta.strip(reply)
         except Exception as exc:  # noqa: BLE001 - reported to the parent
-            conn.send(("error", chunk, getattr(exc, "message", None) or
-                       f"{type(exc).__name__}: {exc}"))
+            _reply(conn, ("error", chunk, getattr(exc, "message", None) or
+                          f"{type(exc).__name__}: {exc}"))
         else:
-            conn.send(("ok", chunk, reply))
+            _reply(conn, ("ok", chunk, reply))
 
 
-def _inbox(conn: Connection) -> queue.SimpleQueue[Any]:
-    """The parent's messages, received on a thread: None at the end (the parent's None, or
-    its end of the pipe closed), an exception if receiving failed. Unbounded, yet it holds
-    at most ``depth`` chunks: the parent never has more in flight to one worker (Parquet
-    chunks are slices, read after they leave the inbox)."""
+def _next(inbox: queue.SimpleQueue[Any]) -> Any:
+    message = inbox.get()
+    if isinstance(message, BaseException):
+        raise message  # as if from conn.recv() here: the worker dies, its chunks retried
+    return message
+
+
+def _reply(conn: Connection, message: tuple[str, int | None, Any]) -> None:
+    try:
+        conn.send(message)
+    except OSError:  # the parent's end is closed: it is gone, or no longer wants this
+        os._exit(_ORPHANED)
+
+
+def _inbox(conn: Connection, parent_pid: int) -> queue.SimpleQueue[Any]:
+    """The parent's messages, received on a thread: None at the end (the parent's None),
+    an exception if receiving failed. Unbounded, yet it holds at most ``depth`` chunks: the
+    parent never has more in flight to one worker (Parquet chunks are slices, read after
+    they leave the inbox). When the parent's end of the pipe closes without a None, or the
+    parent is no longer ``parent_pid``, the thread ends the process."""
     inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def receive() -> None:
         while True:
             try:
+                while not conn.poll(_PARENT_CHECK_S):
+                    if os.getppid() != parent_pid:
+                        os._exit(_ORPHANED)
                 message = conn.recv()
             except EOFError:
-                message = None
+                os._exit(_ORPHANED)
             except BaseException as exc:  # noqa: BLE001 - raised by the scoring thread
                 message = exc
             inbox.put(message)
@@ -125,6 +169,17 @@ def _inbox(conn: Connection) -> queue.SimpleQueue[Any]:
 
     threading.Thread(target=receive, name="ferry-batch-inbox", daemon=True).start()
     return inbox
+
+
+@contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM held back on this thread (a forked child starts with them held
+    back, until ``_main`` has set its own handlers); delivered once the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class WorkerPool:
@@ -141,15 +196,21 @@ class WorkerPool:
         self._stopped = False
         self._failure: BatchError | None = None
         self.restarts = 0
-        self.workers = [self._start(i) for i in range(n)]
+        self.workers: list[_Worker] = []
+        for i in range(n):
+            self.workers.append(self._start(i))
 
     def _start(self, i: int) -> _Worker:
         parent, child = self._ctx.Pipe()
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         cpu = cpus[i % len(cpus)] if self.pin and cpus else None
-        process = self._ctx.Process(target=_main, args=(child, cpu, self._load), daemon=True,
-                                    name=f"ferry-batch-{i}")
-        process.start()
+        # The parent's ends the child inherits: its own and those of the live workers.
+        ends = [parent, *(w.conn for w in self.workers if not w.conn.closed)]
+        process = self._ctx.Process(target=_main, args=(child, ends, os.getpid(), cpu,
+                                                        self._load),
+                                    daemon=True, name=f"ferry-batch-{i}")
+        with _signals_blocked():
+            process.start()
         child.close()
         worker = _Worker(process, parent, deque())
         if self._make_scorer is not None:
