@@ -2,6 +2,8 @@
 load of the same rows alone.
 
 Usage: python bench/batch_db_bench.py [WORK] [--rows 2000000] [--runs 3] [--postgres URL]
+                                     [--databases sqlite,postgresql] [--no-runs]
+                                     [--baseline DIR] [--quiet 0.1]
        (run it under ``flock /tmp/ferry-bench.lock`` on a shared machine)
 
 Builds the ``tabular`` model and input with ``bench/batch_bench.py``'s builders, scores the
@@ -39,6 +41,15 @@ memory as Arrow batches of 65,536 rows, then, for each of ``--runs`` rounds, tim
 
 PostgreSQL: a throwaway cluster started like the tests' (``tests/_services.py``: initdb,
 trust auth, ``fsync=off``), unless ``--postgres`` names one. Medians are printed as a table.
+
+``--databases`` limits (a) and (b) to some databases; ``--no-runs`` skips (b) and (c), for a
+quick look at the loads. ``--baseline DIR`` also times an older Ferry's ``DbSink`` in the same
+rounds: DIR holds its ``src/`` (``git archive <commit> src | tar -x -C DIR``); then both
+sinks, this tree's and the baseline's, run in a child process each (``--sink-once``, the
+same rows read from the work folder; each times its second load, after one to warm up), and
+the table gets a line for each, then the two sinks' ratio, per round and its median. Before
+each load the bench waits (up to 2 min) until the box is less than ``--quiet`` (10 %) busy,
+as ``batch_bench.py`` does.
 """
 
 from __future__ import annotations
@@ -68,6 +79,7 @@ from ferry.batch.sinks import pgcopy, pyrows  # noqa: E402
 
 SINK = "Ferry's DbSink alone (no scoring; index column = its publish)"
 SINK_FALLBACK = "Ferry's DbSink alone, executemany fallback (adbc=False)"
+SINK_BASELINE = "baseline DbSink alone"
 Loader = Callable[[list[pa.RecordBatch]], tuple[float, float]]
 """Loads the batches into a new table; returns (load seconds, CREATE INDEX seconds)."""
 
@@ -265,6 +277,35 @@ def ferry_sink(dialect: str, url: str, adbc: bool = True) -> Loader:
     return load
 
 
+def child_sink(dialect: str, url: str, rows: Path, baseline: str | None = None) -> Loader:
+    """``ferry_sink`` run by a child process (``--sink-once``) on ``rows``; with
+    ``baseline``, the Ferry under ``baseline/src`` instead of this tree's."""
+    import os
+    import subprocess
+
+    def load(batches: list[pa.RecordBatch]) -> tuple[float, float]:
+        env = {**os.environ, "PYTHONPATH": f"{baseline}/src"} if baseline else None
+        out = subprocess.run([sys.executable, __file__, "--sink-once", dialect, url, str(rows)],
+                             capture_output=True, text=True, env=env)
+        if out.returncode:
+            raise SystemExit(f"--sink-once failed:\n{out.stdout}\n{out.stderr}")
+        load_s, publish_s = out.stdout.split("SINK ", 1)[1].split()[:2]
+        return float(load_s), float(publish_s)
+
+    return load
+
+
+def sink_once(dialect: str, url: str, rows: Path) -> None:
+    """The child's side of ``child_sink``: print the sink's load and publish seconds, of a
+    second load (the first warms the process up, as the parent's loaders are)."""
+    import ferry
+
+    batches = pq.read_table(rows).combine_chunks().to_batches(max_chunksize=65536)
+    ferry_sink(dialect, url)(batches)
+    load_s, publish_s = ferry_sink(dialect, url)(batches)
+    print(f"SINK {load_s} {publish_s} {Path(ferry.__file__).parent}")
+
+
 def _rows(batches: list[pa.RecordBatch]) -> int:
     return sum(b.num_rows for b in batches)
 
@@ -304,7 +345,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--postgres", help="postgresql:// URL of a database to use (default: a "
                     "throwaway cluster started like the tests')")
+    ap.add_argument("--databases", default="sqlite,postgresql",
+                    help="comma-separated: the databases of (a) and (b)")
+    ap.add_argument("--no-runs", action="store_true", help="skip (b) and (c)")
+    ap.add_argument("--baseline", help="folder holding an older Ferry's src/: its DbSink is "
+                    "timed too, both sinks in child processes")
+    ap.add_argument("--quiet", type=float, default=0.1,
+                    help="wait before each load until the box is less busy than this (0: "
+                    "do not wait)")
+    ap.add_argument("--sink-once", nargs=3, metavar=("DIALECT", "URL", "ROWS"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.sink_once:
+        sink_once(*a.sink_once)
+        return
     work = Path(a.work or tempfile.mkdtemp(prefix="ferry-batch-db-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     repo = work / "repo"
@@ -335,6 +389,7 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
     import psycopg
 
     db = work / "load.db"
+    pg_sink_url = pg_url.replace("postgresql://", "postgresql+psycopg://")
     loaders: dict[str, dict[str, Loader]] = {
         "sqlite": {
             "executemany, own conversion, default pragmas": sqlite_loader(db, [], "own"),
@@ -352,16 +407,25 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
             "COPY csv (pyarrow), regular table": pg_loader(pg_url, "csv", False),
             "COPY binary (Ferry's pgcopy), regular table": pg_loader(pg_url, "binary", False),
             "COPY binary (Ferry's pgcopy), UNLOGGED table": pg_loader(pg_url, "binary", True),
-            SINK: ferry_sink("postgresql", pg_url.replace("postgresql://",
-                                                          "postgresql+psycopg://")),
+            SINK: ferry_sink("postgresql", pg_sink_url),
         },
     }
+    if a.baseline:  # both sinks in child processes, side by side
+        rows = work / "rows.parquet"
+        for dbname, url in (("sqlite", f"sqlite:///{db}"), ("postgresql", pg_sink_url)):
+            loaders[dbname][SINK] = child_sink(dbname, url, rows)
+            loaders[dbname][f"{SINK_BASELINE} {a.baseline}"] = child_sink(dbname, url, rows,
+                                                                          a.baseline)
+    wanted = a.databases.split(",")
+    loaders = {dbname: named for dbname, named in loaders.items() if dbname in wanted}
     try:
-        loaders["sqlite"]["ADBC adbc_ingest (Ferry's SQLite path)"] = sqlite_adbc(db)
+        if "sqlite" in loaders:
+            loaders["sqlite"]["ADBC adbc_ingest (Ferry's SQLite path)"] = sqlite_adbc(db)
     except ImportError:
         pass
     try:
-        loaders["postgresql"]["ADBC adbc_ingest (not used by Ferry)"] = pg_adbc(pg_url)
+        if "postgresql" in loaders:
+            loaders["postgresql"]["ADBC adbc_ingest (not used by Ferry)"] = pg_adbc(pg_url)
     except ImportError:
         pass
     sqlite_out = work / "ferry.db"
@@ -380,6 +444,7 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
     outputs = {"sqlite": (f"sqlite:///{sqlite_out}", sqlite_count),
                "postgresql": (pg_url, pg_count),
                "parquet": (str(work / "ferry.parquet"), parquet_count)}
+    outputs = {k: v for k, v in outputs.items() if k in wanted + ["parquet"]}
     n = _rows(batches)
     onnx = work / "tabular.onnx"  # limit.py tells the model by the file's name
     onnx.write_bytes((repo / "tabular" / "1" / "model.onnx").read_bytes())
@@ -390,9 +455,12 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
     for _ in range(a.runs):
         for dbname, named in loaders.items():
             for name, loader in named.items():
+                batch_bench.wait_quiet(a.quiet)
                 seconds, index_s = loader(batches)
                 load.setdefault((dbname, name), []).append(n / seconds)
                 indexed.setdefault((dbname, name), []).append(n / (seconds + index_s))
+        if a.no_runs:
+            continue
         by_hand.append(limit_sqlite(work, data, onnx))
         for dbname, (url, count) in outputs.items():
             for workers in (1, 2):
@@ -412,6 +480,26 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
         ix = med_ix[(dbname, name)]
         print(f"| {dbname} | {name} | {v:,.0f} | {ix:,.0f} | {min(r):,.0f}-{max(r):,.0f} | "
               f"{v / _best(med, dbname):.2f} ({ix / _best(med_ix, dbname):.2f}) |")
+    print("\nThe sinks against their database's plain bulk load, medians of the per-round "
+          "ratios (steadier than ratios of medians on a busy machine):")
+    for dbname, reference in (("sqlite", "ADBC adbc_ingest (Ferry's SQLite path)"),
+                              ("postgresql", "COPY binary (Ferry's pgcopy), regular table")):
+        for (db_, name), rates in load.items():
+            if db_ == dbname and (db_, reference) in load and (
+                    name in (SINK, SINK_FALLBACK) or name.startswith(SINK_BASELINE)):
+                ratios = [x / y for x, y in zip(rates, load[(db_, reference)], strict=True)]
+                print(f"- {dbname}: {name} / {reference}: {statistics.median(ratios):.3f} "
+                      f"(rounds {min(ratios):.2f}-{max(ratios):.2f})")
+    for dbname in loaders:
+        own = [(name, v) for (db_, name), v in med.items() if db_ == dbname
+               and name.startswith(SINK_BASELINE)]
+        for name, v in own:
+            print(f"\n{dbname}: this tree's DbSink / the baseline's: "
+                  f"{med[(dbname, SINK)] / v:.3f}; per round: " + ", ".join(
+                      f"{x / y:.3f}" for x, y in zip(load[(dbname, SINK)], load[(dbname, name)],
+                                                      strict=True)))
+    if a.no_runs:
+        return
     print(f"\n(b) ferry batch, {n:,} rows from Parquet, pipeline rows/s\n")
     print("| output | workers | rows/s | min-max | (b)/(a) best load | (b)/(a) best load + "
           "index | vs Parquet output |")
@@ -448,7 +536,8 @@ def limit_sqlite(work: Path, data: Path, onnx: Path) -> float:
 def _best(rates: dict[tuple[str, str], float], dbname: str) -> float:
     """The fastest load of ``dbname`` other than Ferry's sink itself."""
     return max(v for (db, name), v in rates.items()
-               if db == dbname and name not in (SINK, SINK_FALLBACK))
+               if db == dbname and name not in (SINK, SINK_FALLBACK)
+               and not name.startswith(SINK_BASELINE))
 
 
 if __name__ == "__main__":

@@ -116,6 +116,59 @@ def test_binary_copy_round_trips_types_nulls_and_unicode(postgres_url: str) -> N
     assert rejects == [("r-é", "bad 'x'"), (None, "🙂")]
 
 
+def test_binary_copy_of_a_chunk_in_slices_round_trips(postgres_url: str) -> None:
+    """A chunk of 2.5 slices (``pgcopy.SLICE_ROWS``) with NULLs on and around the slice
+    edges: every row arrives once, with its values."""
+    import sqlalchemy as sa
+
+    from ferry.batch.sinks import pgcopy
+
+    n = 2 * pgcopy.SLICE_ROWS + pgcopy.SLICE_ROWS // 2
+    edges = {0, pgcopy.SLICE_ROWS - 1, pgcopy.SLICE_ROWS, 2 * pgcopy.SLICE_ROWS, n - 1}
+    nulls = [i in edges or i % 7 == 0 for i in range(n)]
+    table = pa.table({
+        "id": pa.array([f"k{i}-é" for i in range(n)]),
+        "v": pa.array([None if z else i for i, z in enumerate(nulls)], pa.int64()),
+        "f": pa.array([None if z else i / 4 for i, z in enumerate(nulls)], pa.float32()),
+        "s": pa.array([None if z else "x" * (i % 5) for i, z in enumerate(nulls)]),
+        "ts": pa.array([None if z else i * 1_000_000 for i, z in enumerate(nulls)],
+                       pa.timestamp("us", tz="UTC")),
+        "u": pa.array([None if z else 2**64 - 1 - i for i, z in enumerate(nulls)], pa.uint64()),
+    })
+    sink = _sink(Location("sql", "postgresql", target=postgres_url, table="types_pg_sliced"),
+                 table)
+    sink.open(resume=False)
+    sink.write(ChunkResult(0, table, None, n))
+    sink.publish(PublishInfo("20261121-000000-abcdef12", "m", 1, [], n))
+    sink.close()
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as c:
+        got = [tuple(r) for r in c.execute(sa.text(
+            "SELECT id, v, f, s, ts, u FROM types_pg_sliced"))]
+    engine.dispose()
+    want = [tuple(r.values()) for r in table.to_pylist()]
+    got.sort(key=lambda row: int(row[0][1:].split("-")[0]))
+    assert [(g[0], g[1], g[2], g[3], g[4], None if g[5] is None else int(g[5])) for g in got] \
+        == want
+
+
+def test_a_transaction_commits_once_its_chunks_hold_commit_bytes(postgres_url: str) -> None:
+    """PostgreSQL commits by size (and time) only; the chunks kept for a replay stay under
+    ``commit_bytes``."""
+    table = _x_table(300)
+    location = Location("sql", "postgresql", target=postgres_url, table="scores_bytes")
+    sink = _sink(location, table, commit_s=3600.0, commit_bytes=2 * table.slice(0, 100).nbytes)
+    assert sink.commit_rows > 10**9  # no row bound for PostgreSQL
+    sink.open(resume=False)
+    empty = pa.table({"id": pa.array([], pa.string()),
+                      "reject_reason": pa.array([], pa.string())})
+    assert sink.write(ChunkResult(0, table.slice(0, 100), empty, 100)) == []
+    assert sink.write(ChunkResult(1, table.slice(100, 100), empty, 100)) == [0, 1]
+    assert sink.write(ChunkResult(2, table.slice(200), empty, 100)) == []
+    assert sink.flush() == [2]
+    sink.discard()
+
+
 @pytest.mark.parametrize("adbc", [True, False], ids=["adbc", "executemany"])
 def test_sqlite_rows_round_trip_and_literals(tmp_path: Path, adbc: bool) -> None:
     table = _table()

@@ -64,13 +64,20 @@ _WIRE = {"BOOLEAN": ("?", pa.bool_()), "INTEGER": (">i4", pa.int32()),
          "DOUBLE PRECISION": (">f8", pa.float64())}
 
 
+SLICE_ROWS = 8192
+"""Rows encoded into one buffer. A chunk (65,536 rows) encoded whole kept the server idle
+after each of the database sink's commits until the whole chunk was encoded (~15 ms); in
+slices the server starts on the first rows at once (sink alone: 0.90 -> 0.95-0.96 of a bare
+COPY; the bare COPY itself did not change)."""
+
+
 def encode(table: pa.Table | pa.RecordBatch) -> Iterator[memoryview]:
-    """The rows of ``table`` as binary COPY data, one buffer per record batch (without
-    ``HEADER`` and ``TRAILER``)."""
+    """The rows of ``table`` as binary COPY data, one buffer per ``SLICE_ROWS`` rows
+    (without ``HEADER`` and ``TRAILER``)."""
     batches = table.to_batches() if isinstance(table, pa.Table) else [table]
     for batch in batches:
-        if batch.num_rows:
-            yield _encode_batch(batch)
+        for start in range(0, batch.num_rows, SLICE_ROWS):
+            yield _encode_batch(batch.slice(start, SLICE_ROWS))
 
 
 def _encode_batch(batch: pa.RecordBatch) -> memoryview:
