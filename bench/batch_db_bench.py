@@ -9,7 +9,8 @@ Usage: python bench/batch_db_bench.py [WORK] [--rows 2000000] [--runs 3] [--post
 Builds the ``tabular`` model and input with ``bench/batch_bench.py``'s builders, scores the
 input once to Parquet to get the output rows (``id`` string, ``label`` int64,
 ``probabilities_0/1`` float32, ``model_version``, ``run_id``, ``scored_at``), holds them in
-memory as Arrow batches of 65,536 rows, then, for each of ``--runs`` rounds, times:
+memory as Arrow batches of 65,536 rows, then, for each of ``--runs`` rounds (the loads of (a) in a
+new order each round), times:
 
 (a) the bulk load alone: the in-memory rows into a new table, one transaction, no scoring,
     by each candidate path (the fastest one is the reference):
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import random
 import re
 import sqlite3
 import statistics
@@ -452,9 +454,11 @@ def run_all(a: argparse.Namespace, work: Path, data: Path, repo: Path,
     load: dict[tuple[str, str], list[float]] = {}
     indexed: dict[tuple[str, str], list[float]] = {}
     runs: dict[tuple[str, int], list[float]] = {}
-    for _ in range(a.runs):
+    for round_ in range(a.runs):
         for dbname, named in loaders.items():
-            for name, loader in named.items():
+            order = list(named.items())  # a new order each round: a checkpoint or another
+            random.Random(round_).shuffle(order)  # job's burst does not land on one path
+            for name, loader in order:
                 batch_bench.wait_quiet(a.quiet)
                 seconds, index_s = loader(batches)
                 load.setdefault((dbname, name), []).append(n / seconds)
