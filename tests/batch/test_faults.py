@@ -20,6 +20,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
+from ferry.batch.sinks.database import staging_tag
 from tests.batch.conftest import drop_postgres_tables
 from tests.batch.test_local import (  # noqa: F401 - fixture and helpers
     env,
@@ -162,7 +163,7 @@ def _durable_chunks(kind: str, root: Path, pg_url: str | None, run_id: str) -> i
                    for p in staging.glob("part-*.json"))
     if kind == "folder":
         return len(list((root / f".out.ferry-{run_id}").glob("part-*.parquet")))
-    table = f"scores__chunks_{run_id.replace('-', '')[:12]}"
+    table = f"scores__chunks_{staging_tag(run_id)}"
     try:
         return int(_query(kind, root, pg_url, f'SELECT count(*) FROM "{table}"')[0][0])
     except Exception:  # noqa: BLE001 - not created yet
@@ -280,7 +281,7 @@ def _as_older_ferry(kind: str, root: Path, run_id: str) -> None:
     elif kind == "folder":
         shutil.rmtree(root / f".out.ferry-{run_id}.counts")
     else:
-        table = f"scores__chunks_{run_id.replace('-', '')[:12]}"
+        table = f"scores__chunks_{staging_tag(run_id)}"
         con = sqlite3.connect(root / "o.db", isolation_level=None)
         con.executescript(f'BEGIN; CREATE TABLE old (chunk INTEGER PRIMARY KEY); INSERT INTO '
                           f'old SELECT chunk FROM "{table}"; DROP TABLE "{table}"; ALTER '

@@ -22,11 +22,12 @@ from ferry.batch.records import RunStore
 from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import PublishInfo, Sink, open_sink
 from ferry.batch.sinks.base import ChunkCounts
+from ferry.batch.sinks.database import staging_tag
 from ferry.batch.sinks.remote import RemoteSink
 from tests.batch.conftest import drop_postgres_tables
 
 RUN = "20261121-000000-abcdef12"
-TAG = RUN.replace("-", "")[:12]
+TAG = staging_tag(RUN)
 SCHEMA = pa.schema([("id", pa.int64()), ("y", pa.float32())])
 REJECTS = pa.schema([("id", pa.int64()), ("reject_reason", pa.string())])
 

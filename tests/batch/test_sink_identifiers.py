@@ -25,6 +25,7 @@ from ferry.batch.routes import PredictionStore
 from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import DbSink, PublishInfo
 from ferry.batch.sinks.base import ChunkCounts
+from ferry.batch.sinks.database import staging_tag
 from tests.batch.test_local import env, ferry  # noqa: F401 - fixture and helper
 
 TABLE = "Order Book"
@@ -89,6 +90,18 @@ def _query(url: str, sql: str) -> list[tuple]:
     try:
         with engine.connect() as c:
             return [tuple(r) for r in c.execute(sa.text(sql))]
+    finally:
+        engine.dispose()
+
+
+def _execute(url: str, *statements: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as c:
+            for statement in statements:
+                c.execute(sa.text(statement))
     finally:
         engine.dispose()
 
@@ -222,14 +235,16 @@ def test_append_to_a_table_without_a_column_of_the_run_is_refused(
     assert _query(url, f'SELECT count(*) FROM "{TABLE}"') == [(10,)]
 
 
-def _sink(url: str, table: str, schema: pa.Schema, adbc: bool) -> DbSink:
+def _sink(
+    url: str, table: str, schema: pa.Schema, adbc: bool, run_id: str = "20261121-000000-abcdef12"
+) -> DbSink:
     dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
     url = url.replace("postgresql://", "postgresql+psycopg://")
     rejects = pa.schema([("order", pa.string()), ("reject_reason", pa.string())])
     return DbSink(
         Location("sql", dialect, target=url, table=table),
         f"{table}_rejects",
-        "20261121-000000-abcdef12",
+        run_id,
         "replace",
         schema,
         rejects,
@@ -369,3 +384,66 @@ def test_uint64_above_2_63_fails_a_sqlite_run_naming_the_column(env: Path, path:
     assert [r["status"] for r in _runs(path, url)] == ["failed", "succeeded"]
     # the table of the first run is untouched: nothing of the failed run was published
     assert _query(url, 'SELECT count(*) FROM "Order_u64"') == [(4,)]
+
+
+def test_two_runs_of_one_table_started_in_the_same_minute_keep_their_own_staging(
+    output: tuple[str, str],
+) -> None:
+    """Their staging tables once had one name (the run id to the minute): the second run's
+    start dropped the first's staging, and the first published the second's rows."""
+    path, url = output
+    schema = pa.schema([("order", pa.string())])
+
+    def rows(*ids: str) -> pa.Table:
+        return pa.table({"order": list(ids)}, schema=schema)
+
+    first, second = (
+        _sink(url, "Order_same", schema, adbc=path == "adbc", run_id=run_id)
+        for run_id in ("20261121-163001-aaaaaaaa", "20261121-163059-bbbbbbbb")
+    )
+    assert (first.stage, second.stage) == (
+        "Order_same__stage_261121aaaaaa",
+        "Order_same__stage_261121bbbbbb",
+    )
+    assert staging_tag("my own run id") == staging_tag("my own run id") != staging_tag("x")
+    first.open(resume=False)
+    first.write(ChunkResult(0, rows("a1"), None, 1))
+    assert first.flush() == [0]
+    second.open(resume=False)
+    second.write(ChunkResult(0, rows("b1", "b2"), None, 2))
+    assert second.flush() == [0]
+    first.write(ChunkResult(1, rows("a2"), None, 1))
+    first.publish(PublishInfo("20261121-163001-aaaaaaaa", "m", 1, [], 2))
+    first.close()
+    assert sorted(_query(url, 'SELECT "order" FROM "Order_same"')) == [("a1",), ("a2",)]
+    second.discard()
+
+
+def test_a_run_staged_under_the_old_tag_resumes(output: tuple[str, str]) -> None:
+    """Staging named by a Ferry before ``staging_tag`` (the run id's first 12 digits) is
+    found by a resume of that run."""
+    path, url = output
+    run_id = "20261121-163001-aaaaaaaa"
+    legacy = run_id.replace("-", "")[:12]
+    schema = pa.schema([("order", pa.string()), ("Group", pa.int64())])
+    rows = pa.table({"order": ["a", "b"], "Group": [1, 2]}, schema=schema)
+    old = _sink(url, "Order_legacy", schema, adbc=path == "adbc", run_id=run_id)
+    old.open(resume=False)
+    old.write(ChunkResult(0, rows.slice(0, 1), None, 1))
+    assert old.flush() == [0]
+    old.close()
+    renames = [
+        (old.stage, f"Order_legacy__stage_{legacy}"),
+        (old.chunks, f"Order_legacy__chunks_{legacy}"),
+        (old.rejects_stage, f"Order_legacy_rejects__stage_{legacy}"),
+    ]
+    _execute(url, *(f'ALTER TABLE "{a}" RENAME TO "{b}"' for a, b in renames))
+    again = _sink(url, "Order_legacy", schema, adbc=path == "adbc", run_id=run_id)
+    assert again.open(resume=True) == {0: ChunkCounts(1, 1, 0)}
+    again.write(ChunkResult(1, rows.slice(1), None, 1))
+    again.publish(PublishInfo(run_id, "m", 1, ["order"], 2))
+    again.close()
+    assert sorted(_query(url, 'SELECT "order", "Group" FROM "Order_legacy"')) == [
+        ("a", 1),
+        ("b", 2),
+    ]

@@ -24,11 +24,12 @@ from ferry.batch.job import Location
 from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import DbSink, PublishInfo, SinkError
 from ferry.batch.sinks.base import ChunkCounts
+from ferry.batch.sinks.database import staging_tag
 from tests.batch.test_db_sink import KEYS, _table
 from tests.batch.test_local import env, ferry  # noqa: F401 - fixture and helper
 
 RUN = "20261121-000000-abcdef12"
-TAG = RUN.replace("-", "")[:12]
+TAG = staging_tag(RUN)
 REJECTS = pa.schema([("id", pa.string()), ("reject_reason", pa.string()),
                      ("x", pa.float64())])
 

@@ -20,7 +20,9 @@ the first chunk that holds a larger value, before inserting any of that chunk's 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -57,6 +59,19 @@ SQLITE_COMMIT_ROWS = 262144
 a transaction that spilled its page cache is open (PostgreSQL's readers never wait)."""
 SQLITE_MAX_INT = 2**63 - 1
 """SQLite's largest integer; a larger ``uint64`` value fails the run (see the docstring)."""
+_RUN_ID = re.compile(r"\d\d(\d{6})-\d{6}-([0-9a-f]{6})[0-9a-f]*")
+
+
+def staging_tag(run_id: str) -> str:
+    """The run's 12 characters in its staging tables' names. A run id Ferry made
+    (``20261121-163001-ab12cd34``) gives its date and its first 6 random hex digits
+    (``261121ab12cd``); another id, the first 12 hex digits of its SHA-1. (The tag was once
+    the run id's first 12 digits, its start to the minute: two runs of one table started in
+    the same minute shared their staging tables, and one published the other's rows.)"""
+    found = _RUN_ID.fullmatch(run_id)
+    if found:
+        return found[1] + found[2]
+    return hashlib.sha1(run_id.encode()).hexdigest()[:12]
 
 
 class DbSink(Sink):
@@ -77,13 +92,9 @@ class DbSink(Sink):
               {output.table: schema.names, rejects_table: rejects_schema.names})
         self.engine = sa.create_engine(output.target, poolclass=sa.pool.NullPool)
         self.table, self.rejects_table, self.mode = output.table, rejects_table, mode
-        tag = run_id.replace("-", "")[:12]
-        base = prefix(output.table, 40, self.dialect)
-        self.stage = f"{base}__stage_{tag}"
-        self.chunks = f"{base}__chunks_{tag}"
-        self.rejects_stage = f"{prefix(rejects_table, 40, self.dialect)}__stage_{tag}"
-        if self.rejects_stage.lower() == self.stage.lower():  # same first 40 characters
-            self.rejects_stage = f"{base}__rejects_{tag}"
+        self._name_staging(staging_tag(run_id))
+        self._legacy_tag = run_id.replace("-", "")[:12]
+        """The tag of a Ferry before ``staging_tag``: a resume of its run finds its staging."""
         self.schema, self.rejects_schema = schema, rejects_schema
         self._unsigned = [f.name for s in (schema, rejects_schema) for f in s
                           if _is_uint64(f.type)] if self.dialect == "sqlite" else []
@@ -111,6 +122,14 @@ class DbSink(Sink):
         """ADBC: the connection's one cursor, closed before the connection (drivers before
         1.10 refuse to close a connection with an open cursor, and keep its transaction and
         locks: the retry after a failed write then met "database is locked")."""
+
+    def _name_staging(self, tag: str) -> None:
+        base = prefix(self.table, 40, self.dialect)
+        self.stage = f"{base}__stage_{tag}"
+        self.chunks = f"{base}__chunks_{tag}"
+        self.rejects_stage = f"{prefix(self.rejects_table, 40, self.dialect)}__stage_{tag}"
+        if self.rejects_stage.lower() == self.stage.lower():  # same first 40 characters
+            self.rejects_stage = f"{base}__rejects_{tag}"
 
     # -- connection and statements ------------------------------------------------------
     def _connect(self) -> Any:
@@ -207,6 +226,11 @@ class DbSink(Sink):
             cur = self._begin(conn)
             if self.mode == "append":
                 self._check_append(cur)
+            if resume and not self._exists(cur, self.stage):
+                current = (self.stage, self.chunks, self.rejects_stage)
+                self._name_staging(self._legacy_tag)  # staged by a Ferry before staging_tag?
+                if not self._exists(cur, self.stage):
+                    self.stage, self.chunks, self.rejects_stage = current
             chunks = self._q(self.chunks)
             done: Durable = {}
             if resume and self._exists(cur, self.stage):
