@@ -40,7 +40,7 @@ from ferry.batch.sinks.base import (
     Sink,
     SinkError,
 )
-from ferry.batch.sinks.identifiers import check, prefix, quote
+from ferry.batch.sinks.identifiers import check, fold, prefix, quote
 
 log = logging.getLogger("ferry.batch")
 
@@ -204,8 +204,8 @@ class DbSink(Sink):
             if not self._exists(cur, target):
                 continue
             found = self._columns(cur, target)
-            fold = str.lower if self.dialect == "sqlite" else str
-            missing = [c for c in schema.names if fold(c) not in {fold(f) for f in found}]
+            have = {fold(self.dialect, f) for f in found}
+            missing = [c for c in schema.names if fold(self.dialect, c) not in have]
             if missing:
                 raise BatchError(f"{self.where}: --mode append: table {target} has no "
                                  f"column(s) {missing} (it has {sorted(found)}); append to "

@@ -42,6 +42,14 @@ def prefix(name: str, n: int, dialect: str) -> str:
     return cut
 
 
+def fold(dialect: str, name: str) -> str:
+    """``name`` as ``dialect`` compares names: SQLite ignores ASCII upper and lower case
+    (only ASCII), PostgreSQL compares quoted names exactly."""
+    if dialect != "sqlite":
+        return name
+    return "".join(c.lower() if c.isascii() else c for c in name)
+
+
 def check(dialect: str, where: str, tables: Iterable[str], columns: dict[str, list[str]]) -> None:
     """Raise a ``BatchError`` naming the table or column that ``dialect`` cannot hold as
     given; ``columns`` maps each table Ferry creates to its column names."""
@@ -57,12 +65,7 @@ def check(dialect: str, where: str, tables: Iterable[str], columns: dict[str, li
                 f"column {name!r} of table {table}",
                 "the column renamed in the input",
             )
-            folded = (
-                name
-                if dialect != "sqlite"
-                else "".join(c.lower() if c.isascii() else c for c in name)
-            )
-            other = seen.setdefault(folded, name)
+            other = seen.setdefault(fold(dialect, name), name)
             if other != name:
                 raise BatchError(
                     f"{where}: columns {other!r} and {name!r} of table {table} would be one "
