@@ -226,10 +226,13 @@ def test_a_v2_store_upgrades_to_id_ranges_and_keeps_its_index(tmp_path):
         engine.dispose()
 
 
-def test_records_of_whole_server_batches_store_the_same_bytes_as_single_records():
-    """Records whose outputs name their batch (``BatchOutputs``) are packed from the batch's
-    stacked arrays when all of its requests are there, in order, and one by one otherwise
-    (a missing or reordered request): the stored rows are the same bytes either way."""
+def test_slots_of_whole_server_batches_store_the_same_bytes_as_single_records():
+    """Requests that ran in a batch of several are held as slots (``slot_of``: the batch and
+    the request's place, nothing of the request) and packed from the batch's stacked arrays
+    when all of its requests are there, in order, and one by one otherwise (a missing or
+    reordered request): the stored rows are the same bytes as records holding each
+    request's own arrays, also when slots and records are mixed in one flush."""
+    from ferry.evalstore.batches import _batch_items, pack, record_of, slot_of
     from ferry.scheduler.tensors import split, stack
 
     rng = np.random.default_rng(0)
@@ -251,15 +254,42 @@ def test_records_of_whole_server_batches_store_the_same_bytes_as_single_records(
     del shared[5], plain[5]  # one request of the third batch was not recorded
     shared[7], shared[8] = shared[8], shared[7]  # two of another batch in another order
     plain[7], plain[8] = plain[8], plain[7]
-    from ferry.evalstore.batches import _shared
-
-    items, _, rows = _shared(shared)  # whole batches as one item each, the rest one by one
-    assert len(items) == len(shared) - 6 and rows.tolist() == [  # 4 whole batches of 10
-        len(r.inputs["x"]) for r in shared]
-    [a], [p] = build_batches(shared), build_batches(plain)
+    slots = [slot_of(r) for r in shared]
+    assert all(type(s) is tuple for s in slots)
+    ins, _, rows = _batch_items(slots)  # whole batches as one item each, the rest one by one
+    assert len(ins) == len(shared) - 6 and rows.tolist() == [len(r.inputs["x"]) for r in shared]
+    for s, r in zip(slots, plain, strict=True):  # a slot's record: the request's own rows
+        back = record_of(s)
+        np.testing.assert_array_equal(back.inputs["x"], r.inputs["x"])
+        np.testing.assert_array_equal(back.outputs["y"], r.outputs["y"])
+    [a], [p] = build_batches(slots), build_batches(plain)
     assert a.row() == p.row()
     x = codec.decode(a.inputs)["x"]
     np.testing.assert_array_equal(x, np.concatenate([r.inputs["x"] for r in plain]))
+    mixed = pack(slots[:6] + plain[6:])  # a flush holding both kinds: two parts, same rows
+    assert [len(part.ids) for part in mixed] == [6, len(plain) - 6]
+    [m] = build_batches(slots[:6] + plain[6:])
+    assert m.row() == p.row()
+
+
+def test_slots_whose_batches_differ_in_layout_take_the_general_path():
+    """Two batches of one version with different trailing shapes cannot be joined into one
+    column: their slots are packed as records, one part per layout."""
+    from ferry.evalstore.batches import pack, slot_of
+    from ferry.scheduler.tensors import split, stack
+
+    slots = []
+    for width in (3, 5):
+        items = [{"x": np.full((1, width), float(width), np.float32)} for _ in range(2)]
+        stacked = stack(items)
+        for i, o in enumerate(split({"y": stacked["x"].sum(axis=1)}, [1, 1], stacked)):
+            slots.append(slot_of(InferenceRecord(f"w{width}-{i}", "m", 1, items[i], o,
+                                                 "success", None, 0.001, 10.0 + i)))
+    parts = pack(slots)
+    assert sorted(len(p.ids) for p in parts) == [2, 2]
+    batches = build_batches(slots)
+    widths = sorted(codec.decode(b.inputs)["x"].shape[1] for b in batches)
+    assert widths == [3, 5]
 
 
 def test_per_model_retention_set_after_start_applies_at_the_next_cycle(tmp_path):

@@ -38,8 +38,13 @@ from sqlalchemy import Connection, text
 from ferry.evalstore import codec, requestids
 from ferry.evalstore.requestids import IdRanges
 from ferry.evalstore.schema import prediction_batches
-from ferry.scheduler.tensors import BatchOutputs
+from ferry.scheduler.tensors import BatchOutputs, SharedBatch
 from ferry.types import InferenceRecord, Tensors
+
+
+Slot = tuple[str, int, "str | None", float, float, SharedBatch, int]
+"""A successful request that ran in a batch of several, as the writer holds it (``slot_of``):
+model, version, request id, timestamp, latency (s), the batch, the request's place in it."""
 
 
 @dataclass(slots=True)
@@ -235,20 +240,18 @@ def _groups(records: list[InferenceRecord]) -> dict[tuple[str, int, bool],
     return groups
 
 
-def pack(records: list[InferenceRecord]) -> list[Part]:
-    """``records`` as parts: one per model version and outcome kind, or one per tensor
-    layout when records of a version differ (other trailing shapes or dtypes, 0-d
-    tensors). Record order is kept within each part. The parts hold copies of the tensors'
-    bytes, not the records' arrays."""
+def pack(records: list[InferenceRecord | Slot]) -> list[Part]:
+    """``records`` (and ``Slot`` values) as parts: one per model version and outcome kind,
+    or one per tensor layout when records of a version differ (other trailing shapes or
+    dtypes, 0-d tensors). Order is kept among the slots and among the records (a version's
+    slots and records make separate parts; readers order requests by time). The parts
+    hold copies of the tensors' bytes, not the records' arrays."""
     out: list[Part] = []
-    for (model, version, failed), group in _groups(records).items() if records else ():
-        shared = None if failed else _shared(group)
-        if shared is not None:  # whole batches' arrays in place of their requests' slices
-            ins = _columns(shared[0])
-            outs = None if ins is None else _columns(shared[1])
-            if ins is not None and outs is not None:
-                out.append(_part(model, version, failed, group, ins[0], shared[2], outs[0]))
-                continue
+    plain: list[InferenceRecord] = records  # type: ignore[assignment]
+    if tuple in map(type, records):
+        out, plain = _slot_parts([r for r in records if type(r) is tuple])  # type: ignore
+        plain.extend(r for r in records if type(r) is not tuple)  # type: ignore[misc]
+    for (model, version, failed), group in _groups(plain).items() if plain else ():
         ins = _columns(list(map(attrgetter("inputs"), group)))
         outs = None if failed or ins is None else _columns(
             list(map(attrgetter("outputs"), group)))
@@ -274,45 +277,100 @@ def pack(records: list[InferenceRecord]) -> list[Part]:
     return out
 
 
-def _shared(group: list[InferenceRecord]
-            ) -> tuple[list[Tensors], list[Tensors], np.ndarray] | None:
-    """The inputs and outputs of ``group`` (successful records) as items for ``_columns``,
-    with every run of records that makes up a whole batch of the server's batcher
-    (``BatchOutputs``: all its requests, in order) given as that batch's stacked arrays, and
-    the rows of each record; None when no record came from a batch of several requests.
+_MODEL, _VERSION, _ID, _TS, _LATENCY, _BATCH, _INDEX = map(itemgetter, range(7))
+
+
+def slot_of(record: InferenceRecord) -> InferenceRecord | Slot:
+    """What the writer holds of ``record``: a ``Slot`` when it is a successful request that
+    ran in a batch of several (its outputs a ``BatchOutputs``) and has no endpoint, else
+    the record itself. A slot keeps none of the request's own objects (its input dict and
+    arrays, its output views), only the batch they came from, which the batch's other
+    requests share: a busy server holds a few objects per batch instead of ~8 per request
+    until the next flush. ``StoreWriter.observe`` applies the same rule inline."""
+    outputs = record.outputs
+    if type(outputs) is BatchOutputs and record.endpoint is None:
+        return (record.model, record.version, record.request_id, record.timestamp,
+                record.latency_s, outputs.batch, outputs.index)
+    return record
+
+
+def record_of(slot: Slot) -> InferenceRecord:
+    """The record a slot stands for (its rows of the batch's arrays, as views)."""
+    model, version, request_id, ts, latency, shared, index = slot
+    inputs, outputs = _rows_of(shared, index)
+    return InferenceRecord(request_id, model, version, inputs, outputs, "success", None,
+                           latency, ts)
+
+
+def _rows_of(shared: SharedBatch, index: int) -> tuple[Tensors, Tensors]:
+    start = sum(shared.counts[:index])
+    stop = start + shared.counts[index]
+    return ({n: a[start:stop] for n, a in shared.inputs.items()},
+            {n: a[start:stop] for n, a in shared.outputs.items()})
+
+
+def _slot_parts(slots: list[Slot]) -> tuple[list[Part], list[InferenceRecord]]:
+    """Parts of ``slots``, one per model version: every run of slots that makes up a whole
+    batch (all its requests, in order) contributes the batch's stacked arrays, other slots
+    their rows. The slots of a version whose batches differ in layout come back as
+    records, for the general path."""
+    parts: list[Part] = []
+    records: list[InferenceRecord] = []
+    first = slots[0]
+    n = len(slots)
+    groups: dict[tuple[str, int], list[Slot]]
+    if (list(map(_MODEL, slots)).count(first[0]) == n
+            and list(map(_VERSION, slots)).count(first[1]) == n):
+        groups = {(first[0], first[1]): slots}
+    else:
+        groups = {}
+        for s in slots:
+            groups.setdefault((s[0], s[1]), []).append(s)
+    for (model, version), group in groups.items():
+        ins, outs, rows = _batch_items(group)
+        in_columns = _columns(ins)
+        out_columns = None if in_columns is None else _columns(outs)
+        if in_columns is None or out_columns is None:
+            records.extend(map(record_of, group))
+            continue
+        ids = list(map(_ID, group))
+        if None in ids:
+            ids = [i or "" for i in ids]
+        parts.append(Part(model, version, False, ids,
+                          np.array(list(map(_TS, group)), dtype=np.float64),
+                          np.array(list(map(_LATENCY, group)), dtype=np.float64) * 1e3,
+                          rows, None, None, None, in_columns[0], out_columns[0]))
+    return parts, records
+
+
+def _batch_items(group: list[Slot]) -> tuple[list[Tensors], list[Tensors], np.ndarray]:
+    """The inputs and outputs of ``group`` as items for ``_columns`` (a whole batch's
+    stacked arrays as one item, a lone slot's rows as one), and the rows of each slot.
     Joining one array per batch instead of one per request is most of the writer's work
     per record when the server is busy (batches of ~5-10 requests)."""
-    outs = list(map(attrgetter("outputs"), group))
-    kinds = list(map(type, outs))
-    if BatchOutputs not in kinds:
-        return None
-    batches = [o.batch if k is BatchOutputs else None
-               for o, k in zip(outs, kinds, strict=True)]
+    batches = list(map(_BATCH, group))
+    indexes = list(map(_INDEX, group))
     ins: list[Tensors] = []
-    items: list[Tensors] = []
+    outs: list[Tensors] = []
     rows: list[int] = []
     n = len(group)
     i = 0
     while i < n:
         shared = batches[i]
-        if shared is not None:
-            size = len(shared.counts)
-            if batches[i:i + size].count(shared) == size and \
-                    [o.index for o in outs[i:i + size]] == list(range(size)):
-                ins.append(shared.inputs)
-                items.append(shared.outputs)
-                rows.extend(shared.counts)
-                i += size
-                continue
-        record = group[i]
-        first = next(iter(record.inputs.values()), None)
-        if first is None or not np.ndim(first):
-            return None  # the general path handles records without rows
-        ins.append(record.inputs)
-        items.append(outs[i])
-        rows.append(np.shape(first)[0])
+        size = len(shared.counts)
+        if indexes[i] == 0 and batches[i:i + size].count(shared) == size and \
+                indexes[i:i + size] == list(range(size)):
+            ins.append(shared.inputs)
+            outs.append(shared.outputs)
+            rows.extend(shared.counts)
+            i += size
+            continue
+        one_in, one_out = _rows_of(shared, indexes[i])
+        ins.append(one_in)
+        outs.append(one_out)
+        rows.append(shared.counts[indexes[i]])
         i += 1
-    return ins, items, np.array(rows, dtype=np.int64)
+    return ins, outs, np.array(rows, dtype=np.int64)
 
 
 def _contiguous(r: InferenceRecord) -> InferenceRecord:

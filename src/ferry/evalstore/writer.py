@@ -38,10 +38,11 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, delete, select
 
-from ferry.evalstore.batches import Batch, Part, assemble, insert_batches, pack
+from ferry.evalstore.batches import Batch, Part, Slot, assemble, insert_batches, pack
 from ferry.evalstore.schema import open_engine, prediction_batches, prediction_index
 from ferry.evalstore.spill import Spill
 from ferry.monitoring.metrics import Metrics
+from ferry.scheduler.tensors import BatchOutputs
 from ferry.types import InferenceRecord
 
 log = logging.getLogger("ferry.evalstore")
@@ -80,8 +81,9 @@ class StoreWriter:
         self._known: set[tuple[str, int]] = set()
         self.engine: Engine | None = None
         self.last_error: str | None = None
-        self._buffer: deque[InferenceRecord] = deque()
-        """Observed, not yet packed (appended by ``observe`` without a lock)."""
+        self._buffer: deque[InferenceRecord | Slot] = deque()
+        """Observed, not yet packed (appended by ``observe`` without a lock); a request
+        that ran in a batch of several is held as a ``Slot`` (``batches.slot_of``)."""
         self._parts: list[Part] = []
         """Packed, waiting for the next flush."""
         self._inflight: list[Part] = []
@@ -127,11 +129,15 @@ class StoreWriter:
                                                                        self.sample_rate):
             return
         buffer = self._buffer
-        n = len(buffer)
-        if n + self._held >= self.capacity:
+        if len(buffer) + self._held >= self.capacity:
             self._drop(1, "buffer_full")
             return
-        buffer.append(record)
+        outputs = record.outputs  # batches.slot_of, inline: ~0.3 µs less per request
+        if type(outputs) is BatchOutputs and record.endpoint is None:
+            buffer.append((record.model, record.version, record.request_id, record.timestamp,
+                           record.latency_s, outputs.batch, outputs.index))
+        else:
+            buffer.append(record)
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count
@@ -167,7 +173,8 @@ class StoreWriter:
         or spilled (one pass over what is held, whatever the number of ids)."""
         wanted = set(request_ids)
         with self._lock:
-            held = {r.request_id for r in list(self._buffer)}
+            held = {r[2] if type(r) is tuple else r.request_id  # type: ignore[union-attr]
+                    for r in list(self._buffer)}
             for part in self._parts + self._inflight:
                 held.update(part.ids)
         return (wanted & held) | {i for i in wanted if self.spill.contains(i)}
