@@ -9,6 +9,9 @@ Contract:
   when some record has one that is not the default (``success``/None). The parts hold no
   reference to the records. Per record this is about a dozen C-level ``map`` steps: no
   per-record Python loop on the usual path, no per-record blob, no per-record SQL row.
+  ``pack`` also takes ``Slot`` values (``slot_of``): what the writer holds of a request
+  that ran in a batch of several, packed from the batch's stacked arrays, one item per
+  whole batch.
 - ``assemble(parts)`` merges the parts of one flush that share a key (in order, at most
   ``batch_size`` records each) and encodes one ``Batch`` per group: each tensor set is one
   ``codec`` blob built with one copy (``codec.encode_columns``), the per-record columns a

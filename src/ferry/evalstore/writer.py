@@ -3,9 +3,11 @@
 Contract:
 
 - ``observe(record)`` (an ``InferenceObserver``) runs on the event loop inside the request:
-  it samples, then appends a reference to the record to a deque. No I/O, no copies, no
-  locks, no thread wake-up (~0.2 µs). When ``capacity`` records are held (the database is
-  far behind) the record is dropped, counted in
+  it samples, then appends to a deque either the record or, for a request that ran in a
+  batch of several, a ``Slot`` naming that batch and the request's place in it
+  (``batches.slot_of``), so the request's own dicts and arrays are freed with the request.
+  No I/O, no copies, no locks, no thread wake-up (~0.25 µs). When ``capacity`` records are
+  held (the database is far behind) the record is dropped, counted in
   ``ferry_evalstore_dropped{reason="buffer_full"}`` and logged.
 - One background thread wakes every ``flush_interval_s``. It packs what the deque holds
   (``batches.pack``: per tensor, the records' arrays joined into one buffer; ids, times
