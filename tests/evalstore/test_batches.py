@@ -313,3 +313,27 @@ def test_per_model_retention_set_after_start_applies_at_the_next_cycle(tmp_path)
     w._cycle()
     assert models() == ["n"]
     w.engine.dispose()
+
+
+def test_writer_holds_batched_requests_as_slots_and_finds_their_ids_pending(tmp_path):
+    """``observe`` keeps a slot (not the record) for a request that ran with others; the
+    feedback path still sees its id as pending until the flush writes it, with its rows."""
+    from ferry.scheduler.tensors import split, stack
+
+    w = writer_for(tmp_path)
+    items = [{"x": np.full((n, 3), float(n), np.float32)} for n in (1, 2)]
+    stacked = stack(items)
+    outs = split({"score": stacked["x"].sum(axis=1)}, [1, 2], stacked)
+    for i, (item, o) in enumerate(zip(items, outs, strict=True)):
+        w.observe(InferenceRecord(f"s-{i}", "m", 1, item, o, "success", None, 0.002,
+                                  50.0 + i))
+    w.observe(rec("plain", 52.0))
+    assert [type(r).__name__ for r in w._buffer] == ["tuple", "tuple", "InferenceRecord"]
+    assert w.pending_of(["s-0", "s-1", "plain", "nope"]) == {"s-0", "s-1", "plain"}
+    w._cycle()
+    assert not w.pending_of(["s-0", "s-1", "plain"]) and w.written == 3
+    data = read_window(w.engine, "m", 0, 100)
+    ids = np.asarray(data.request_ids)
+    np.testing.assert_array_equal(data.inputs["x"][ids == "s-1"], items[1]["x"])
+    np.testing.assert_array_equal(data.outputs["score"][ids == "s-0"], [3.0])
+    w.engine.dispose()
