@@ -30,6 +30,7 @@ Pure functions apart from ``insert_batches``; safe from any thread.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import Any
@@ -243,7 +244,7 @@ def _groups(records: list[InferenceRecord]) -> dict[tuple[str, int, bool],
     return groups
 
 
-def pack(records: list[InferenceRecord | Slot]) -> list[Part]:
+def pack(records: Sequence[InferenceRecord | Slot]) -> list[Part]:
     """``records`` (and ``Slot`` values) as parts: one per model version and outcome kind,
     or one per tensor layout when records of a version differ (other trailing shapes or
     dtypes, 0-d tensors). Order is kept among the slots and among the records (a version's
