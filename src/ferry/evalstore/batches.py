@@ -290,7 +290,7 @@ def slot_of(record: InferenceRecord) -> InferenceRecord | Slot:
     the record itself. A slot keeps none of the request's own objects (its input dict and
     arrays, its output views), only the batch they came from, which the batch's other
     requests share: a busy server holds a few objects per batch instead of ~8 per request
-    until the next flush. ``StoreWriter.observe`` applies the same rule inline."""
+    until the next flush (``StoreWriter.observe`` holds what this returns)."""
     outputs = record.outputs
     if type(outputs) is BatchOutputs and record.endpoint is None:
         return (record.model, record.version, record.request_id, record.timestamp,

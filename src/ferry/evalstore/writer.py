@@ -40,11 +40,18 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, delete, select
 
-from ferry.evalstore.batches import Batch, Part, Slot, assemble, insert_batches, pack
+from ferry.evalstore.batches import (
+    Batch,
+    Part,
+    Slot,
+    assemble,
+    insert_batches,
+    pack,
+    slot_of,
+)
 from ferry.evalstore.schema import open_engine, prediction_batches, prediction_index
 from ferry.evalstore.spill import Spill
 from ferry.monitoring.metrics import Metrics
-from ferry.scheduler.tensors import BatchOutputs
 from ferry.types import InferenceRecord
 
 log = logging.getLogger("ferry.evalstore")
@@ -134,12 +141,7 @@ class StoreWriter:
         if len(buffer) + self._held >= self.capacity:
             self._drop(1, "buffer_full")
             return
-        outputs = record.outputs  # batches.slot_of, inline: ~0.3 µs less per request
-        if type(outputs) is BatchOutputs and record.endpoint is None:
-            buffer.append((record.model, record.version, record.request_id, record.timestamp,
-                           record.latency_s, outputs.batch, outputs.index))
-        else:
-            buffer.append(record)
+        buffer.append(slot_of(record))
 
     def _drop(self, count: int, reason: str) -> None:
         self.dropped += count
