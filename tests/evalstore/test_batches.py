@@ -337,3 +337,20 @@ def test_writer_holds_batched_requests_as_slots_and_finds_their_ids_pending(tmp_
     np.testing.assert_array_equal(data.inputs["x"][ids == "s-1"], items[1]["x"])
     np.testing.assert_array_equal(data.outputs["score"][ids == "s-0"], [3.0])
     w.engine.dispose()
+
+
+def test_slots_of_two_versions_in_one_flush_make_one_part_each():
+    from ferry.evalstore.batches import pack, slot_of
+    from ferry.scheduler.tensors import split, stack
+
+    slots = []
+    for k, version in enumerate((1, 2, 1, 2)):
+        items = [{"x": np.full((1, 3), float(k), np.float32)} for _ in range(2)]
+        stacked = stack(items)
+        for i, o in enumerate(split({"y": stacked["x"].sum(axis=1)}, [1, 1], stacked)):
+            slots.append(slot_of(InferenceRecord(f"v{k}-{i}", "m", version, items[i], o,
+                                                 "success", None, 0.001, 10.0 + k)))
+    parts = pack(slots)
+    assert [(p.version, p.ids) for p in parts] == [
+        (1, ["v0-0", "v0-1", "v2-0", "v2-1"]), (2, ["v1-0", "v1-1", "v3-0", "v3-1"])]
+    assert [p.rows.tolist() for p in parts] == [[1, 1, 1, 1], [1, 1, 1, 1]]

@@ -178,8 +178,7 @@ def _columns(many: list[Tensors]) -> tuple[list[Column], np.ndarray] | None:
             else:
                 if () in shapes or len({s[1:] for s in shapes}) != 1:
                     return None
-                counts = np.fromiter((s[0] for s in map(_SHAPE, arrays)), np.int64,
-                                     len(arrays))
+                counts = np.fromiter(map(len, arrays), np.int64, len(arrays))
                 total = int(counts.sum())
             if rows is None:
                 rows = np.full(len(arrays), shape[0], dtype=np.int64) if counts is None \
@@ -252,7 +251,10 @@ def pack(records: Sequence[InferenceRecord | Slot]) -> list[Part]:
     hold copies of the tensors' bytes, not the records' arrays."""
     out: list[Part] = []
     plain: list[InferenceRecord] = records  # type: ignore[assignment]
-    if tuple in map(type, records):
+    slots = list(map(type, records)).count(tuple)
+    if slots == len(records) and slots:  # a busy server's flush: slots only
+        out, plain = _slot_parts(records)  # type: ignore[arg-type]
+    elif slots:
         out, plain = _slot_parts([r for r in records if type(r) is tuple])  # type: ignore
         plain.extend(r for r in records if type(r) is not tuple)  # type: ignore[misc]
     for (model, version, failed), group in _groups(plain).items() if plain else ():
@@ -313,7 +315,7 @@ def _rows_of(shared: SharedBatch, index: int) -> tuple[Tensors, Tensors]:
             {n: a[start:stop] for n, a in shared.outputs.items()})
 
 
-def _slot_parts(slots: list[Slot]) -> tuple[list[Part], list[InferenceRecord]]:
+def _slot_parts(slots: Sequence[Slot]) -> tuple[list[Part], list[InferenceRecord]]:
     """Parts of ``slots``, one per model version: every run of slots that makes up a whole
     batch (all its requests, in order) contributes the batch's stacked arrays, other slots
     their rows. The slots of a version whose batches differ in layout come back as
@@ -322,14 +324,13 @@ def _slot_parts(slots: list[Slot]) -> tuple[list[Part], list[InferenceRecord]]:
     records: list[InferenceRecord] = []
     first = slots[0]
     n = len(slots)
-    groups: dict[tuple[str, int], list[Slot]]
-    if (list(map(_MODEL, slots)).count(first[0]) == n
-            and list(map(_VERSION, slots)).count(first[1]) == n):
-        groups = {(first[0], first[1]): slots}
-    else:
-        groups = {}
+    groups: dict[tuple[str, int], Sequence[Slot]] = {(first[0], first[1]): slots}
+    if (list(map(_MODEL, slots)).count(first[0]) != n
+            or list(map(_VERSION, slots)).count(first[1]) != n):
+        by_version: dict[tuple[str, int], list[Slot]] = {}
         for s in slots:
-            groups.setdefault((s[0], s[1]), []).append(s)
+            by_version.setdefault((s[0], s[1]), []).append(s)
+        groups = {**by_version}
     for (model, version), group in groups.items():
         ins, outs, rows = _batch_items(group)
         in_columns = _columns(ins)
@@ -347,7 +348,7 @@ def _slot_parts(slots: list[Slot]) -> tuple[list[Part], list[InferenceRecord]]:
     return parts, records
 
 
-def _batch_items(group: list[Slot]) -> tuple[list[Tensors], list[Tensors], np.ndarray]:
+def _batch_items(group: Sequence[Slot]) -> tuple[list[Tensors], list[Tensors], np.ndarray]:
     """The inputs and outputs of ``group`` as items for ``_columns`` (a whole batch's
     stacked arrays as one item, a lone slot's rows as one), and the rows of each slot.
     Joining one array per batch instead of one per request is most of the writer's work
