@@ -216,14 +216,26 @@ def _part(model: str, version: int, failed: bool, group: list[InferenceRecord],
     endpoints = list(map(attrgetter("endpoint"), group))
     plain = outcomes.count("success") == n and errors.count(None) == n and \
         endpoints.count(None) == n
-    ids = list(map(attrgetter("request_id"), group))
+    return _new_part(model, version, failed, list(map(attrgetter("request_id"), group)),
+                     list(map(attrgetter("timestamp"), group)),
+                     list(map(attrgetter("latency_s"), group)), rows, inputs, outputs,
+                     None if plain else (outcomes, errors, endpoints))
+
+
+def _new_part(model: str, version: int, failed: bool, ids: list[str | None], ts: list[float],
+              latency_s: list[float], rows: np.ndarray, inputs: list[Column],
+              outputs: list[Column] | None,
+              extra: tuple[list[str], list[str | None], list[str | None]] | None = None
+              ) -> Part:
+    """A ``Part`` from its records' ids (a missing one stored as ""), times and latencies
+    (seconds; stored in ms); ``extra``: outcomes, errors and endpoints, None when all are
+    the defaults."""
     if None in ids:
         ids = [i or "" for i in ids]
-    return Part(model, version, failed, ids,
-                np.array(list(map(attrgetter("timestamp"), group)), dtype=np.float64),
-                np.array(list(map(attrgetter("latency_s"), group)), dtype=np.float64) * 1e3,
-                rows, None if plain else outcomes, None if plain else errors,
-                None if plain else endpoints, inputs, outputs)
+    outcomes, errors, endpoints = extra or (None, None, None)
+    return Part(model, version, failed, ids,  # type: ignore[arg-type]
+                np.array(ts, dtype=np.float64), np.array(latency_s, dtype=np.float64) * 1e3,
+                rows, outcomes, errors, endpoints, inputs, outputs)
 
 
 def _groups(records: list[InferenceRecord]) -> dict[tuple[str, int, bool],
@@ -300,6 +312,11 @@ def slot_of(record: InferenceRecord) -> InferenceRecord | Slot:
     return record
 
 
+def request_id_of(held: InferenceRecord | Slot) -> str | None:
+    """The request id of what the writer holds: a record or a slot."""
+    return _ID(held) if type(held) is tuple else held.request_id  # type: ignore[union-attr]
+
+
 def record_of(slot: Slot) -> InferenceRecord:
     """The record a slot stands for (its rows of the batch's arrays, as views)."""
     model, version, request_id, ts, latency, shared, index = slot
@@ -338,13 +355,9 @@ def _slot_parts(slots: Sequence[Slot]) -> tuple[list[Part], list[InferenceRecord
         if in_columns is None or out_columns is None:
             records.extend(map(record_of, group))
             continue
-        ids = list(map(_ID, group))
-        if None in ids:
-            ids = [i or "" for i in ids]
-        parts.append(Part(model, version, False, ids,
-                          np.array(list(map(_TS, group)), dtype=np.float64),
-                          np.array(list(map(_LATENCY, group)), dtype=np.float64) * 1e3,
-                          rows, None, None, None, in_columns[0], out_columns[0]))
+        parts.append(_new_part(model, version, False, list(map(_ID, group)),
+                               list(map(_TS, group)), list(map(_LATENCY, group)), rows,
+                               in_columns[0], out_columns[0]))
     return parts, records
 
 

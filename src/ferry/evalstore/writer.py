@@ -47,6 +47,7 @@ from ferry.evalstore.batches import (
     assemble,
     insert_batches,
     pack,
+    request_id_of,
     slot_of,
 )
 from ferry.evalstore.schema import open_engine, prediction_batches, prediction_index
@@ -177,8 +178,7 @@ class StoreWriter:
         or spilled (one pass over what is held, whatever the number of ids)."""
         wanted = set(request_ids)
         with self._lock:
-            held = {r[2] if type(r) is tuple else r.request_id  # type: ignore[union-attr]
-                    for r in list(self._buffer)}
+            held = set(map(request_id_of, list(self._buffer)))
             for part in self._parts + self._inflight:
                 held.update(part.ids)
         return (wanted & held) | {i for i in wanted if self.spill.contains(i)}
