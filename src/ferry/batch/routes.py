@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from ferry.errors import FerryError, NotFound
-from ferry.protocols.http import Request, Response, Router, json_response
+from ferry.protocols.router import Request, Response, Router, json_response
 
 
 class PredictionsUnavailable(FerryError):

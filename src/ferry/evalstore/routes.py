@@ -20,7 +20,7 @@ from ferry.evalstore import feedback
 from ferry.evalstore.store import EvalStore
 from ferry.evalstore.windows import parse_duration
 from ferry.monitoring.metrics import Metrics
-from ferry.protocols.http import Request, Response, Router, json_response
+from ferry.protocols.router import Request, Response, Router, json_response
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from ferry.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, Versi
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols import tfserving_json, v2_json
 from ferry.protocols.dataplane import DataPlane
-from ferry.protocols.http import Request, Response, Router, json_response
+from ferry.protocols.router import Request, Response, Router, json_response
 from ferry.protocols.openapi import openapi_document
 from ferry.types import ModelRef
 
