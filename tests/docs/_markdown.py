@@ -53,7 +53,7 @@ def _program_args(words: list[str]) -> list[str] | None:
 _OPERATORS = {">", ">>", "<", "&", "|", "&&", "||", ";", "2>", "2>&1"}
 
 
-def _until_operator(words: list[str]) -> list[str]:
+def until_operator(words: list[str]) -> list[str]:
     """The words of the first command of a shell line (before a redirect, pipe or ``&``)."""
     for i, word in enumerate(words):
         if word in _OPERATORS or word.startswith((">", "2>")):
@@ -83,7 +83,7 @@ def shown_commands(pages: list[Path] = PAGES) -> list[Shown]:
                     words = shlex.split(line, comments=True)
                 except ValueError:  # not shell (program output, JSON, Python)
                     continue
-                args = _program_args(_until_operator(words))
+                args = _program_args(until_operator(words))
                 if args is not None:
                     synopsis = any(re.match(r"^\[(-|[A-Z_]+\]?$)", w) for w in args)
                     found.append(Shown(name, start + first, line.strip(), tuple(args),

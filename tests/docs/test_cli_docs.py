@@ -10,13 +10,14 @@ And every command and subcommand has its section in docs/cli.md naming each of i
 from __future__ import annotations
 
 import re
+import shlex
 
 import click
 import pytest
 
 from ferry.cli.main import cli
 from tests.conftest import ROOT
-from tests.docs._markdown import Shown, sections, shown_commands
+from tests.docs._markdown import Shown, sections, shown_commands, until_operator
 
 _OPTION = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
 
@@ -186,3 +187,20 @@ def test_every_command_is_in_the_readme_cli_table():
     missing = [f"ferry {' '.join(path)}" for path, _ in _walk(cli, _root())
                if not re.search(r"`ferry " + re.escape(" ".join(path)) + r"[` ]", cli_section)]
     assert not missing, "README.md's CLI table does not show: " + ", ".join(missing)
+
+
+def test_every_help_ends_with_examples_that_parse():
+    wrong = []
+    for path, command in _walk(cli, _root()):
+        epilog = command.epilog or ""
+        examples = [line.strip() for line in re.sub(r"\\\n\s*", " ", epilog).splitlines()
+                    if line.strip().startswith("ferry ")]
+        if not examples:
+            wrong.append(f"ferry {' '.join(path)}: --help shows no example")
+        for line in examples:
+            args = until_operator(shlex.split(line, comments=True))[1:]
+            synopsis = "..." in args or any(a.startswith("[") for a in args)
+            why = check_synopsis(tuple(args)) if synopsis else check_command(args)
+            if why:
+                wrong.append(f"ferry {' '.join(path)} --help: {line}\n    -> {why}")
+    assert not wrong, "\n".join(wrong)

@@ -10,18 +10,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, ServerProcess
+from tests.docs._promql import selectors
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "ferry-dashboard.json"
 DS = "${DS_PROMETHEUS}"
-# Grafana's built-in range variables, as Grafana substitutes them before Prometheus sees the
-# query; any other `$` outside a label value is left in and fails to parse
-_RANGES = re.compile(r"\$(__rate_interval|__interval|__range)\b|\$\{(__rate_interval|"
-                     r"__interval|__range)\}")
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count",
                                                               "_created"),
              "gauge": ("",), "unknown": ("",), "summary": ("_sum", "_count", "_created")}
@@ -50,14 +46,6 @@ def queries(dashboard: dict) -> list[tuple[str, str]]:
         call = re.fullmatch(r"label_values\((.+),\s*([a-zA-Z_]\w*)\)", text.strip())
         assert call, f"variable {var['name']}: {text!r} is not label_values(SELECTOR, LABEL)"
         found.append((f"variable ${var['name']}", call.group(1)))
-    return found
-
-
-def selectors(expr: str) -> list[promql_parser.VectorSelector]:
-    ast = promql_parser.parse(_RANGES.sub("5m", expr))
-    found: list[promql_parser.VectorSelector] = []
-    promql_parser.walk(ast, lambda node: found.append(node)
-                       if isinstance(node, promql_parser.VectorSelector) else None)
     return found
 
 

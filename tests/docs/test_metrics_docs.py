@@ -70,3 +70,33 @@ def test_every_metric_name_in_the_docs_is_exported():
                 if name not in series and name not in NOT_METRICS:
                     wrong.append(f"{page.relative_to(ROOT)}:{n}: {name}")
     assert not wrong, "metric names in the docs that Ferry does not export:\n" + "\n".join(wrong)
+
+
+def test_every_promql_example_parses_and_names_exported_series():
+    import re
+
+    from tests.docs._markdown import PAGES
+    from tests.docs._promql import selectors
+
+    series = set()
+    for name, kind in exported().items():
+        series.add(name)
+        series.update(name.removesuffix("_total") + s for s in _SUFFIXES[kind])
+    wrong, checked = [], 0
+    for page in PAGES:
+        for block in re.findall(r"```promql\n(.*?)```", page.read_text(), re.S):
+            # one expression per line; an indented line continues the one before
+            for expr in re.sub(r"\n[ \t]+", " ", block).splitlines():
+                expr = expr.split("#", 1)[0].strip()
+                if not expr:
+                    continue
+                checked += 1
+                try:
+                    names = [s.name for s in selectors(expr)]
+                except ValueError as exc:
+                    wrong.append(f"{page.name}: {expr}\n    -> {exc}")
+                    continue
+                wrong += [f"{page.name}: {expr}\n    -> {n} is not exported"
+                          for n in names if n not in series]
+    assert checked >= 15, checked
+    assert not wrong, "PromQL examples in the docs:\n" + "\n".join(wrong)
