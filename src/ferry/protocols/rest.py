@@ -4,8 +4,6 @@ HTTP and the dataplane; errors are translated once, in ``http.error_response``."
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 import zlib
 
@@ -16,21 +14,28 @@ from ferry.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, Versi
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols import tfserving_json, v2_json
 from ferry.protocols.dataplane import DataPlane
+from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+                                      X_REQUEST_ID_HEADER, log_traceparent, request_id)
 from ferry.protocols.router import Request, Response, Router, json_response
 from ferry.protocols.openapi import openapi_document
 from ferry.types import ModelRef
 
 _BINARY = "application/octet-stream"
-REQUEST_ID_HEADER = "ferry-request-id"
-"""Clients may name a request (to send feedback later); otherwise the server makes an id.
-Either way it is returned in this response header."""
-_REQUEST_PREFIX = os.urandom(4).hex()
-_request_counter = itertools.count(1)
 
 
-def _new_request_id() -> str:
-    """A process-unique id: a random prefix per process and a counter (cheap)."""
-    return f"{_REQUEST_PREFIX}-{next(_request_counter)}"
+def _identify(request: Request, body_id: str | None, model: str
+              ) -> tuple[str, list[tuple[str, str]]]:
+    """The request's id (``identity.request_id``) and the headers that return it:
+    ``ferry-request-id``, and ``x-request-id`` echoed unchanged when the client sent one."""
+    headers = request.headers
+    x_id = headers.get(X_REQUEST_ID_HEADER)
+    rid = request_id(headers.get(REQUEST_ID_HEADER), x_id, body_id)
+    traceparent = headers.get(TRACEPARENT_HEADER)
+    if traceparent is not None:
+        log_traceparent(traceparent, rid, model)
+    if x_id is None:
+        return rid, [(REQUEST_ID_HEADER, rid)]
+    return rid, [(REQUEST_ID_HEADER, rid), (X_REQUEST_ID_HEADER, x_id)]
 
 
 def _version(request: Request) -> int | None:
@@ -86,17 +91,16 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         model = ModelRef(request.params["model"], _version(request))
         decoded = v2_json.decode_infer(_body(request, max_body_bytes), model,
                                        request.headers.get(v2_json.HEADER_LENGTH))
-        decoded.id = request_id = (request.headers.get(REQUEST_ID_HEADER) or decoded.id
-                                   or _new_request_id())
+        decoded.id, id_headers = _identify(request, decoded.id, model.name)
         timeout_us = (decoded.parameters or {}).get("timeout")
         if isinstance(timeout_us, int) and timeout_us > 0:
             decoded.deadline = time.monotonic() + timeout_us / 1e6
         response = await dataplane.infer(decoded)
         body, header_length = v2_json.encode_infer(response, decoded)
         if header_length is None:
-            return Response(body, headers=[(REQUEST_ID_HEADER, request_id)])
+            return Response(body, headers=id_headers)
         return Response(body, 200, _BINARY, [(v2_json.HEADER_LENGTH, header_length),
-                                             (REQUEST_ID_HEADER, request_id)])
+                                             *id_headers])
 
     async def repository_index(request: Request) -> Response:
         ready_only = False
@@ -125,10 +129,9 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         signature = dataplane.signature(model.name, model.version)
         decoded, row_format = tfserving_json.decode_predict(
             _body(request, max_body_bytes), model, signature)
-        decoded.id = request_id = request.headers.get(REQUEST_ID_HEADER) or _new_request_id()
+        decoded.id, id_headers = _identify(request, None, model.name)
         response = await dataplane.infer(decoded)
-        return Response(tfserving_json.encode_predict(response, row_format),
-                        headers=[(REQUEST_ID_HEADER, request_id)])
+        return Response(tfserving_json.encode_predict(response, row_format), headers=id_headers)
 
     async def tf_status(request: Request) -> Response:
         name, version = request.params["model"], _version(request)
