@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from ferry.evalstore.routes import add_routes as add_store_routes
+from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.evalstore.store import EvalStore
 from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.alerts import AlertLoop
@@ -64,7 +64,7 @@ class FerryServer:
         gc.collect()
         gc.freeze()
         router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
-        from ferry.batch.routes import add_routes as add_prediction_routes
+        from ferry.protocols.prediction_routes import add_routes as add_prediction_routes
         add_prediction_routes(router, self.settings.predictions_url)
         if self.store is not None:
             self.store.register(self.manager.models)
