@@ -137,7 +137,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         if traceparent is not None:
             log_traceparent(traceparent, rid, decoded.model.name)
         # sent before the inference runs, so a failed request's status carries it too
-        returned = ((REQUEST_ID_HEADER, rid),)
+        returned: tuple[tuple[str, str], ...] = ((REQUEST_ID_HEADER, rid),)
         if x_id is not None:
             returned += ((X_REQUEST_ID_HEADER, x_id),)
         await context.send_initial_metadata(returned)

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from ferry.batch.predictions import PredictionStore, lookup
-from ferry.protocols.router import Request, Response, Router, json_response
+from ferry.protocols import schemas as S
+from ferry.protocols.router import Request, Response, RouteDoc, Router, json_response
 
 
 def add_routes(router: Router, predictions_url: str | None) -> None:
@@ -15,4 +16,6 @@ def add_routes(router: Router, predictions_url: str | None) -> None:
         return json_response(await lookup(store, request.params["table"],
                                           request.params["key"]))
 
-    router.add("GET", "/ferry/v1/predictions/{table}/{key}", prediction)
+    router.add("GET", "/ferry/v1/predictions/{table}/{key}", prediction, RouteDoc(
+        "A stored batch prediction by key, with run id and age (FERRY_PREDICTIONS_URL)",
+        S.PREDICTION, tag="batch"))

@@ -16,11 +16,26 @@ from ferry.protocols import tfserving_json, v2_json
 from ferry.protocols.dataplane import DataPlane
 from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
                                       X_REQUEST_ID_HEADER, log_traceparent, request_id)
-from ferry.protocols.router import Request, Response, Router, json_response
+from ferry.protocols import schemas as S
+from ferry.protocols.router import (JSON, Param, Request, Response, RouteDoc, Router,
+                                    json_response)
 from ferry.protocols.openapi import openapi_document
 from ferry.types import ModelRef
 
 _BINARY = "application/octet-stream"
+_ID_HEADERS = (
+    Param(REQUEST_ID_HEADER, "names the request (to send feedback later); 1 to 128 printable "
+                             "ASCII characters"),
+    Param(X_REQUEST_ID_HEADER, f"taken as the request id when {REQUEST_ID_HEADER} is absent"),
+    Param(TRACEPARENT_HEADER, "W3C Trace Context; logged with the request id (ferry.trace)"))
+_ID_RESPONSE_HEADERS = (
+    Param(REQUEST_ID_HEADER, "the request id: the client's, or one the server made"),
+    Param(X_REQUEST_ID_HEADER, "the request's x-request-id, echoed when sent"))
+_HEADER_LENGTH = Param(v2_json.HEADER_LENGTH, "bytes of JSON before the binary tensors",
+                       {"type": "integer", "minimum": 0})
+_CONTENT_ENCODING = Param("content-encoding", "gzip or deflate for a compressed body",
+                          {"type": "string", "enum": ["gzip", "deflate", "identity"]})
+_AUTHORIZATION = Param("authorization", "Bearer <admin token> when the server has one")
 
 
 def _identify(request: Request, body_id: str | None, model: str
@@ -156,30 +171,57 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
-    openapi = orjson.dumps(openapi_document())
+    openapi: list[bytes] = []
 
     async def openapi_json(request: Request) -> Response:
-        return Response(openapi)
+        if not openapi:  # built on first use, once every module has added its routes
+            openapi.append(orjson.dumps(openapi_document(router)))
+        return Response(openapi[0])
 
+    v2, tf, srv = "KServe V2", "TF Serving", "server"
     add = router.add
-    add("GET", "/v2", server_metadata)
-    add("GET", "/v2/health/live", live)
-    add("GET", "/v2/health/ready", ready)
-    add("POST", "/v2/repository/index", repository_index)
-    add("POST", "/v2/repository/models/{model}/load", model_load)
-    add("POST", "/v2/repository/models/{model}/unload", model_unload)
-    add("POST", "/v2/models/{model}/infer", infer)
-    add("POST", "/v2/models/{model}/versions/{version}/infer", infer)
-    add("GET", "/v2/models/{model}/ready", model_ready)
-    add("GET", "/v2/models/{model}/versions/{version}/ready", model_ready)
-    add("GET", "/v2/models/{model}", model_metadata)
-    add("GET", "/v2/models/{model}/versions/{version}", model_metadata)
-    add("POST", "/v1/models/{model}:predict", tf_predict)
-    add("POST", "/v1/models/{model}/versions/{version}:predict", tf_predict)
-    add("GET", "/v1/models/{model}/metadata", tf_metadata)
-    add("GET", "/v1/models/{model}/versions/{version}/metadata", tf_metadata)
-    add("GET", "/v1/models/{model}", tf_status)
-    add("GET", "/v1/models/{model}/versions/{version}", tf_status)
-    add("GET", "/metrics", prometheus)
-    add("GET", "/openapi.json", openapi_json)
+    add("GET", "/v2", server_metadata, RouteDoc("Server metadata", S.SERVER_METADATA, tag=v2))
+    add("GET", "/v2/health/live", live, RouteDoc("Liveness", S.LIVE, tag=v2))
+    add("GET", "/v2/health/ready", ready, RouteDoc(
+        "Readiness: 200 when every aspired version is live", S.READY,
+        also={503: "not ready"}, tag=v2))
+    add("POST", "/v2/repository/index", repository_index, RouteDoc(
+        "Repository index (Triton extension): every model and version with its state",
+        S.REPOSITORY_INDEX, S.REPOSITORY_INDEX_REQUEST, request_required=False, tag=v2))
+    for verb, handler in (("load", model_load), ("unload", model_unload)):
+        add("POST", f"/v2/repository/models/{{model}}/{verb}", handler, RouteDoc(
+            f"{verb.capitalize()} a model (Triton extension; loopback or admin token)",
+            S.EMPTY, headers=(_AUTHORIZATION,), tag=v2))
+    infer_doc = RouteDoc(
+        "Inference: JSON tensors, or Triton binary tensors after a JSON header",
+        S.INFER_RESPONSE, S.INFER_REQUEST, (JSON, _BINARY), (JSON, _BINARY),
+        headers=(*_ID_HEADERS, _HEADER_LENGTH, _CONTENT_ENCODING),
+        response_headers=(*_ID_RESPONSE_HEADERS, _HEADER_LENGTH), tag=v2)
+    add("POST", "/v2/models/{model}/infer", infer, infer_doc)
+    add("POST", "/v2/models/{model}/versions/{version}/infer", infer, infer_doc)
+    ready_doc = RouteDoc("Model or version readiness", S.MODEL_READY,
+                         also={503: "not ready"}, tag=v2)
+    add("GET", "/v2/models/{model}/ready", model_ready, ready_doc)
+    add("GET", "/v2/models/{model}/versions/{version}/ready", model_ready, ready_doc)
+    meta_doc = RouteDoc("Model or version metadata, with Ferry's per-version states",
+                        S.MODEL_METADATA, tag=v2)
+    add("GET", "/v2/models/{model}", model_metadata, meta_doc)
+    add("GET", "/v2/models/{model}/versions/{version}", model_metadata, meta_doc)
+    predict_doc = RouteDoc("TF Serving predict: row (instances) or columnar (inputs) format",
+                           S.TF_PREDICT_RESPONSE, S.TF_PREDICT_REQUEST,
+                           headers=(*_ID_HEADERS, _CONTENT_ENCODING),
+                           response_headers=_ID_RESPONSE_HEADERS, tag=tf)
+    add("POST", "/v1/models/{model}:predict", tf_predict, predict_doc)
+    add("POST", "/v1/models/{model}/versions/{version}:predict", tf_predict, predict_doc)
+    tf_meta_doc = RouteDoc("TF Serving model metadata (signature)", S.TF_METADATA, tag=tf)
+    add("GET", "/v1/models/{model}/metadata", tf_metadata, tf_meta_doc)
+    add("GET", "/v1/models/{model}/versions/{version}/metadata", tf_metadata, tf_meta_doc)
+    tf_status_doc = RouteDoc("TF Serving model status", S.TF_STATUS, tag=tf)
+    add("GET", "/v1/models/{model}", tf_status, tf_status_doc)
+    add("GET", "/v1/models/{model}/versions/{version}", tf_status, tf_status_doc)
+    add("GET", "/metrics", prometheus, RouteDoc(
+        "Prometheus metrics (docs/metrics.md)", S.TEXT, response_types=("text/plain",),
+        tag=srv))
+    add("GET", "/openapi.json", openapi_json, RouteDoc("This OpenAPI 3.1 document", S.OPENAPI,
+                                                       tag=srv))
     return router

@@ -18,11 +18,18 @@ from ferry.errors import VersionNotFound
 from ferry.evalstore.service import StoreService
 from ferry.evalstore.store import EvalStore
 from ferry.monitoring.metrics import Metrics
-from ferry.protocols.router import Request, Response, Router, json_response
+from ferry.protocols import schemas as S
+from ferry.protocols.router import Param, Request, Response, RouteDoc, Router, json_response
+
+_AUTHORIZATION = Param("authorization", "Bearer <admin token> when the server has one; "
+                                        "otherwise loopback callers only")
 
 
 def _int_param(request: Request, name: str) -> int | None:
-    raw = request.params.get(name) or (request.query_params().get(name) or [None])[0]
+    raw = request.params.get(name)
+    if raw is None:
+        values = request.query_params().get(name)
+        raw = values[0] if values else None
     if raw is None:
         return None
     if not raw.isdigit():
@@ -69,9 +76,27 @@ def add_routes(router: Router, store: EvalStore, metrics: Metrics,
         ok = await service.flush(30.0)
         return json_response({"flushed": ok, **service.status()}, 200 if ok else 503)
 
-    router.add("POST", "/ferry/v1/feedback", post_feedback)
-    router.add("GET", "/ferry/v1/models/{model}/monitor", monitor)
-    router.add("PUT", "/ferry/v1/models/{model}/reference", put_reference)
-    router.add("PUT", "/ferry/v1/models/{model}/versions/{version}/reference", put_reference)
-    router.add("GET", "/ferry/v1/store", status)
-    router.add("POST", "/ferry/v1/store/flush", flush)
+    tag = "evaluation store"
+    add = router.add
+    add("POST", "/ferry/v1/feedback", post_feedback, RouteDoc(
+        "Labels or rewards joined to predictions by request id (unknown id: 404)",
+        S.FEEDBACK_RESULT, S.FEEDBACK_REQUEST, tag=tag))
+    add("GET", "/ferry/v1/models/{model}/monitor", monitor, RouteDoc(
+        "The monitoring report: traffic, drift, quality, performance", S.MONITOR_REPORT,
+        query=(Param("window", "how far back: 30m, 1h, 7d (default 1h)"),
+               Param("version", "one version only", {"type": "integer", "minimum": 0}),
+               Param("plots", "1 to add histograms per feature")), tag=tag))
+    reference_doc = RouteDoc(
+        "Reference data (a table of training rows) profiled for drift; operator call",
+        S.REFERENCE_RESULT, {}, request_types=(
+            "application/vnd.apache.parquet", "text/csv", "application/octet-stream"),
+        query=(Param("source", "a note kept with the profile (default upload)"),),
+        headers=(_AUTHORIZATION,), tag=tag)
+    add("PUT", "/ferry/v1/models/{model}/reference", put_reference, reference_doc)
+    add("PUT", "/ferry/v1/models/{model}/versions/{version}/reference", put_reference,
+        reference_doc)
+    add("GET", "/ferry/v1/store", status, RouteDoc("The store writer's status",
+                                                   S.STORE_STATUS, tag=tag))
+    add("POST", "/ferry/v1/store/flush", flush, RouteDoc(
+        "Write the buffered predictions now; operator call", S.FLUSH_RESULT,
+        headers=(_AUTHORIZATION,), also={503: "not flushed within 30 s"}, tag=tag))
