@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from ferry.evalstore.routes import add_routes as add_store_routes
+from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.evalstore.store import EvalStore
 from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.alerts import AlertLoop
@@ -24,6 +24,7 @@ from ferry.monitoring.metrics import Metrics
 from ferry.protocols.dataplane import DataPlane, ModelControl
 from ferry.protocols.http import HttpServerState, drain, serve_http
 from ferry.protocols.rest import build_router
+from ferry.protocols.router import Router
 from ferry.repository.storage import open_storage
 from ferry.settings import ServerSettings
 
@@ -49,6 +50,8 @@ class FerryServer:
         self.grpc_port = settings.grpc_port
         self._http: asyncio.Server | None = None
         self._http_state: HttpServerState | None = None
+        self.router: Router | None = None
+        """Every HTTP route (built by ``start``); ``Router.mount`` adds an app beside them."""
         self._grpc: Any = None
         self._poller: asyncio.Task[None] | None = None
         self.schedules: Any = None
@@ -64,7 +67,8 @@ class FerryServer:
         gc.collect()
         gc.freeze()
         router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
-        from ferry.batch.routes import add_routes as add_prediction_routes
+        self.router = router
+        from ferry.protocols.prediction_routes import add_routes as add_prediction_routes
         add_prediction_routes(router, self.settings.predictions_url)
         if self.store is not None:
             self.store.register(self.manager.models)

@@ -21,7 +21,7 @@ import pytest
 from click.testing import Result
 
 from ferry.batch.job import Location
-from ferry.batch.routes import PredictionStore
+from ferry.batch.predictions import PredictionStore
 from ferry.batch.scoring import ChunkResult
 from ferry.batch.sinks import DbSink, PublishInfo
 from ferry.batch.sinks.base import ChunkCounts

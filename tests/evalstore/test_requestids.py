@@ -13,7 +13,7 @@ from ferry.evalstore import feedback, requestids
 from ferry.evalstore.batches import build_batches
 from ferry.evalstore.schema import open_engine, prediction_batches, prediction_index
 from ferry.evalstore.windows import read_window
-from ferry.protocols import rest
+from ferry.protocols import identity
 from tests.conftest import ServerProcess
 from tests.evalstore.test_batches import rec, writer_for
 from tests.evalstore.test_store import send
@@ -33,7 +33,7 @@ def test_ranges_cover_server_made_ids_and_list_the_others():
 
 
 def test_generated_ids_have_the_server_made_form_and_are_unique():
-    made = [rest._new_request_id() for _ in range(1000)]
+    made = [identity.new_request_id() for _ in range(1000)]
     assert len(set(made)) == 1000
     assert all(requestids.parse(i) is not None for i in made)
     assert len({requestids.parse(i)[0] for i in made}) == 1  # one prefix per process

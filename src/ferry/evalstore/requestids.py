@@ -1,7 +1,7 @@
 """Server-made request ids as ranges, so that they need no index row per request.
 
 A Ferry server names a request the client did not name ``<8 hex digits>-<counter>``: a
-random prefix per process and a counter (``protocols/rest.py``). The ids of one stored
+random prefix per process and a counter (``protocols/identity.py``). The ids of one stored
 batch then mostly share one prefix, and their counters lie in a narrow range. A batch
 stores that range (``id_prefix``, ``id_lo``, ``id_hi``); the feedback path finds a
 server-made id by looking for batches whose range holds its counter and checking their id

@@ -20,6 +20,8 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from ferry.errors import FerryError, ServerBusy
 from ferry.protocols import grpc_codec
 from ferry.protocols.dataplane import DataPlane
+from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+                                      X_REQUEST_ID_HEADER, log_traceparent, request_id)
 
 log = logging.getLogger("ferry.grpc")
 
@@ -123,6 +125,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         decoded = grpc_codec.decode_infer(request)
+        header_id = x_id = traceparent = None
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_HEADER:
+                header_id = value
+            elif key == X_REQUEST_ID_HEADER:
+                x_id = value
+            elif key == TRACEPARENT_HEADER:
+                traceparent = value
+        decoded.id = rid = request_id(header_id, x_id, decoded.id)
+        if traceparent is not None:
+            log_traceparent(traceparent, rid, decoded.model.name)
+        # sent before the inference runs, so a failed request's status carries it too
+        returned: tuple[tuple[str, str], ...] = ((REQUEST_ID_HEADER, rid),)
+        if x_id is not None:
+            returned += ((X_REQUEST_ID_HEADER, x_id),)
+        await context.send_initial_metadata(returned)
         timeout_us = (decoded.parameters or {}).get("timeout")
         remaining = context.time_remaining()
         if isinstance(timeout_us, int) and timeout_us > 0:

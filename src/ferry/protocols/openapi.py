@@ -1,88 +1,85 @@
-"""The OpenAPI 3.1 document served at ``/openapi.json``: every REST route and its bodies."""
+"""The OpenAPI 3.1 document served at ``/openapi.json``, built from the router: every route
+added with ``Router.add``, with the ``RouteDoc`` it was added with (summary, parameters,
+request and response bodies and headers). Mounted apps (``Router.mount``) are not listed.
+
+Promises: the document's (method, path) pairs are exactly the router's routes; a route added
+without a doc is still listed, with its summary saying so; every operation answers its 200
+body and, as ``default``, the error body.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import ferry
+from ferry.protocols import schemas
+from ferry.protocols.router import JSON, Param, RouteDoc, Router
 
-_TENSOR = {
-    "type": "object",
-    "required": ["name", "shape", "datatype"],
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64",
-                                                "INT8", "INT16", "INT32", "INT64", "FP16",
-                                                "FP32", "FP64", "BYTES"]},
-        "parameters": {"type": "object"},
-        "data": {"description": "row-major values, nested or flat"},
-    },
+_PATH_PARAM = re.compile(r"\{(\w+)\}")
+_PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "version": {"type": "integer", "minimum": 0,
+                "description": "a version folder's number"},
+    "model": {"type": "string", "description": "the model's folder name"},
 }
-_INFER_REQUEST = {
-    "type": "object",
-    "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {"type": "object"},
-        "inputs": {"type": "array", "items": _TENSOR},
-        "outputs": {"type": "array", "items": {
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}},
-    },
-}
-_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
-_JSON = "application/json"
 
 
-def _op(summary: str, body: dict[str, Any] | None = None, params: tuple[str, ...] = ()
-        ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": {
-            "200": {"description": "OK", "content": {_JSON: {"schema": {"type": "object"}}}},
-            "400": {"description": "invalid input", "content": {_JSON: {"schema": _ERROR}}},
-            "404": {"description": "unknown model or version",
-                    "content": {_JSON: {"schema": _ERROR}}},
-        },
-    }
+def _content(schema: Any, types: tuple[str, ...]) -> dict[str, Any]:
+    """JSON media types carry ``schema``; any other is a string of that media type."""
+    return {t: {"schema": dict(schema) if t == JSON or t.endswith("+json")
+                else {"type": "string", "contentMediaType": t}} for t in types}
+
+
+def _param(p: Param, where: str) -> dict[str, Any]:
+    return {"name": p.name, "in": where, "required": p.required,
+            "description": p.description, "schema": dict(p.schema)}
+
+
+def _operation(method: str, path: str, doc: RouteDoc | None) -> dict[str, Any]:
+    if doc is None:
+        doc = RouteDoc(f"{method} {path} (undocumented)", {})
+    params = [{"name": name, "in": "path", "required": True,
+               "schema": _PATH_SCHEMAS.get(name, {"type": "string"})}
+              for name in _PATH_PARAM.findall(path)]
+    params += [_param(p, "query") for p in doc.query]
+    params += [_param(p, "header") for p in doc.headers]
+    ok: dict[str, Any] = {"description": "OK", "content": _content(doc.response,
+                                                                   doc.response_types)}
+    if doc.response_headers:
+        ok["headers"] = {p.name: {"description": p.description, "schema": dict(p.schema)}
+                         for p in doc.response_headers}
+    responses: dict[str, Any] = {"200": ok}
+    for status, description in doc.also.items():
+        responses[str(status)] = {"description": description,
+                                  "content": _content(doc.response, (JSON,))}
+    responses["default"] = {"description": "an error (statuses in docs/errors.md)",
+                            "content": {JSON: {"schema": schemas.ERROR}}}
+    op: dict[str, Any] = {"summary": doc.summary,
+                          "operationId": _operation_id(method, path), "responses": responses}
+    if doc.description:
+        op["description"] = doc.description
+    if doc.tag:
+        op["tags"] = [doc.tag]
     if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True,
-                             "schema": {"type": "string" if p == "model" else "integer"}}
-                            for p in params]
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
+        op["parameters"] = params
+    if doc.request is not None:
+        op["requestBody"] = {"required": doc.request_required,
+                             "content": _content(doc.request, doc.request_types)}
     return op
 
 
-def openapi_document() -> dict[str, Any]:
-    m, mv = ("model",), ("model", "version")
-    tf_body = {"type": "object", "properties": {"instances": {"type": "array"},
-                                                "inputs": {}, "signature_name": {"type": "string"}}}
-    paths = {
-        "/v2": {"get": _op("Server metadata")},
-        "/v2/health/live": {"get": _op("Liveness")},
-        "/v2/health/ready": {"get": _op("Readiness: 200 when every aspired version is live")},
-        "/v2/repository/index": {"post": _op("Repository index (Triton extension)",
-                                             {"type": "object",
-                                              "properties": {"ready": {"type": "boolean"}}})},
-        "/v2/models/{model}": {"get": _op("Model metadata", params=m)},
-        "/v2/models/{model}/versions/{version}": {"get": _op("Version metadata", params=mv)},
-        "/v2/models/{model}/ready": {"get": _op("Model readiness", params=m)},
-        "/v2/models/{model}/versions/{version}/ready": {"get": _op("Version readiness",
-                                                                   params=mv)},
-        "/v2/models/{model}/infer": {"post": _op("Inference (KServe V2)", _INFER_REQUEST, m)},
-        "/v2/models/{model}/versions/{version}/infer": {
-            "post": _op("Inference on a version", _INFER_REQUEST, mv)},
-        "/v1/models/{model}:predict": {"post": _op("TF Serving predict", tf_body, m)},
-        "/v1/models/{model}/versions/{version}:predict": {
-            "post": _op("TF Serving predict on a version", tf_body, mv)},
-        "/v1/models/{model}": {"get": _op("TF Serving model status", params=m)},
-        "/v1/models/{model}/metadata": {"get": _op("TF Serving model metadata", params=m)},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "text exposition format"}}}},
-    }
+def _operation_id(method: str, path: str) -> str:
+    words = re.findall(r"[A-Za-z0-9]+", path.replace("{", "by_").replace("}", ""))
+    return "_".join([method.lower(), *words])
+
+
+def openapi_document(router: Router) -> dict[str, Any]:
+    """The document for the routes registered on ``router`` so far."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, doc in router.routes():
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, doc)
     return {"openapi": "3.1.0",
             "info": {"title": "Ferry", "version": ferry.__version__,
-                     "description": "KServe V2 / Open Inference Protocol and TF Serving REST"},
+                     "description": "KServe V2 / Open Inference Protocol, TF Serving REST, "
+                                    "and Ferry's evaluation store and monitoring API"},
             "paths": paths}

@@ -4,8 +4,6 @@ HTTP and the dataplane; errors are translated once, in ``http.error_response``."
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 import zlib
 
@@ -16,21 +14,43 @@ from ferry.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, Versi
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols import tfserving_json, v2_json
 from ferry.protocols.dataplane import DataPlane
-from ferry.protocols.router import Request, Response, Router, json_response
+from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
+                                      X_REQUEST_ID_HEADER, log_traceparent, request_id)
+from ferry.protocols import schemas as S
+from ferry.protocols.router import (JSON, Param, Request, Response, RouteDoc, Router,
+                                    json_response)
 from ferry.protocols.openapi import openapi_document
 from ferry.types import ModelRef
 
 _BINARY = "application/octet-stream"
-REQUEST_ID_HEADER = "ferry-request-id"
-"""Clients may name a request (to send feedback later); otherwise the server makes an id.
-Either way it is returned in this response header."""
-_REQUEST_PREFIX = os.urandom(4).hex()
-_request_counter = itertools.count(1)
+_ID_HEADERS = (
+    Param(REQUEST_ID_HEADER, "names the request (to send feedback later); 1 to 128 printable "
+                             "ASCII characters"),
+    Param(X_REQUEST_ID_HEADER, f"taken as the request id when {REQUEST_ID_HEADER} is absent"),
+    Param(TRACEPARENT_HEADER, "W3C Trace Context; logged with the request id (ferry.trace)"))
+_ID_RESPONSE_HEADERS = (
+    Param(REQUEST_ID_HEADER, "the request id: the client's, or one the server made"),
+    Param(X_REQUEST_ID_HEADER, "the request's x-request-id, echoed when sent"))
+_HEADER_LENGTH = Param(v2_json.HEADER_LENGTH, "bytes of JSON before the binary tensors",
+                       {"type": "integer", "minimum": 0})
+_CONTENT_ENCODING = Param("content-encoding", "gzip or deflate for a compressed body",
+                          {"type": "string", "enum": ["gzip", "deflate", "identity"]})
+_AUTHORIZATION = Param("authorization", "Bearer <admin token> when the server has one")
 
 
-def _new_request_id() -> str:
-    """A process-unique id: a random prefix per process and a counter (cheap)."""
-    return f"{_REQUEST_PREFIX}-{next(_request_counter)}"
+def _identify(request: Request, body_id: str | None, model: str
+              ) -> tuple[str, list[tuple[str, str]]]:
+    """The request's id (``identity.request_id``) and the headers that return it:
+    ``ferry-request-id``, and ``x-request-id`` echoed unchanged when the client sent one."""
+    headers = request.headers
+    x_id = headers.get(X_REQUEST_ID_HEADER)
+    rid = request_id(headers.get(REQUEST_ID_HEADER), x_id, body_id)
+    traceparent = headers.get(TRACEPARENT_HEADER)
+    if traceparent is not None:
+        log_traceparent(traceparent, rid, model)
+    if x_id is None:
+        return rid, [(REQUEST_ID_HEADER, rid)]
+    return rid, [(REQUEST_ID_HEADER, rid), (X_REQUEST_ID_HEADER, x_id)]
 
 
 def _version(request: Request) -> int | None:
@@ -86,17 +106,16 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         model = ModelRef(request.params["model"], _version(request))
         decoded = v2_json.decode_infer(_body(request, max_body_bytes), model,
                                        request.headers.get(v2_json.HEADER_LENGTH))
-        decoded.id = request_id = (request.headers.get(REQUEST_ID_HEADER) or decoded.id
-                                   or _new_request_id())
+        decoded.id, id_headers = _identify(request, decoded.id, model.name)
         timeout_us = (decoded.parameters or {}).get("timeout")
         if isinstance(timeout_us, int) and timeout_us > 0:
             decoded.deadline = time.monotonic() + timeout_us / 1e6
         response = await dataplane.infer(decoded)
         body, header_length = v2_json.encode_infer(response, decoded)
         if header_length is None:
-            return Response(body, headers=[(REQUEST_ID_HEADER, request_id)])
+            return Response(body, headers=id_headers)
         return Response(body, 200, _BINARY, [(v2_json.HEADER_LENGTH, header_length),
-                                             (REQUEST_ID_HEADER, request_id)])
+                                             *id_headers])
 
     async def repository_index(request: Request) -> Response:
         ready_only = False
@@ -125,10 +144,9 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         signature = dataplane.signature(model.name, model.version)
         decoded, row_format = tfserving_json.decode_predict(
             _body(request, max_body_bytes), model, signature)
-        decoded.id = request_id = request.headers.get(REQUEST_ID_HEADER) or _new_request_id()
+        decoded.id, id_headers = _identify(request, None, model.name)
         response = await dataplane.infer(decoded)
-        return Response(tfserving_json.encode_predict(response, row_format),
-                        headers=[(REQUEST_ID_HEADER, request_id)])
+        return Response(tfserving_json.encode_predict(response, row_format), headers=id_headers)
 
     async def tf_status(request: Request) -> Response:
         name, version = request.params["model"], _version(request)
@@ -153,30 +171,57 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
-    openapi = orjson.dumps(openapi_document())
+    openapi: list[bytes] = []
 
     async def openapi_json(request: Request) -> Response:
-        return Response(openapi)
+        if not openapi:  # built on first use, once every module has added its routes
+            openapi.append(orjson.dumps(openapi_document(router)))
+        return Response(openapi[0])
 
+    v2, tf, srv = "KServe V2", "TF Serving", "server"
     add = router.add
-    add("GET", "/v2", server_metadata)
-    add("GET", "/v2/health/live", live)
-    add("GET", "/v2/health/ready", ready)
-    add("POST", "/v2/repository/index", repository_index)
-    add("POST", "/v2/repository/models/{model}/load", model_load)
-    add("POST", "/v2/repository/models/{model}/unload", model_unload)
-    add("POST", "/v2/models/{model}/infer", infer)
-    add("POST", "/v2/models/{model}/versions/{version}/infer", infer)
-    add("GET", "/v2/models/{model}/ready", model_ready)
-    add("GET", "/v2/models/{model}/versions/{version}/ready", model_ready)
-    add("GET", "/v2/models/{model}", model_metadata)
-    add("GET", "/v2/models/{model}/versions/{version}", model_metadata)
-    add("POST", "/v1/models/{model}:predict", tf_predict)
-    add("POST", "/v1/models/{model}/versions/{version}:predict", tf_predict)
-    add("GET", "/v1/models/{model}/metadata", tf_metadata)
-    add("GET", "/v1/models/{model}/versions/{version}/metadata", tf_metadata)
-    add("GET", "/v1/models/{model}", tf_status)
-    add("GET", "/v1/models/{model}/versions/{version}", tf_status)
-    add("GET", "/metrics", prometheus)
-    add("GET", "/openapi.json", openapi_json)
+    add("GET", "/v2", server_metadata, RouteDoc("Server metadata", S.SERVER_METADATA, tag=v2))
+    add("GET", "/v2/health/live", live, RouteDoc("Liveness", S.LIVE, tag=v2))
+    add("GET", "/v2/health/ready", ready, RouteDoc(
+        "Readiness: 200 when every aspired version is live", S.READY,
+        also={503: "not ready"}, tag=v2))
+    add("POST", "/v2/repository/index", repository_index, RouteDoc(
+        "Repository index (Triton extension): every model and version with its state",
+        S.REPOSITORY_INDEX, S.REPOSITORY_INDEX_REQUEST, request_required=False, tag=v2))
+    for verb, handler in (("load", model_load), ("unload", model_unload)):
+        add("POST", f"/v2/repository/models/{{model}}/{verb}", handler, RouteDoc(
+            f"{verb.capitalize()} a model (Triton extension; loopback or admin token)",
+            S.EMPTY, headers=(_AUTHORIZATION,), tag=v2))
+    infer_doc = RouteDoc(
+        "Inference: JSON tensors, or Triton binary tensors after a JSON header",
+        S.INFER_RESPONSE, S.INFER_REQUEST, (JSON, _BINARY), (JSON, _BINARY),
+        headers=(*_ID_HEADERS, _HEADER_LENGTH, _CONTENT_ENCODING),
+        response_headers=(*_ID_RESPONSE_HEADERS, _HEADER_LENGTH), tag=v2)
+    add("POST", "/v2/models/{model}/infer", infer, infer_doc)
+    add("POST", "/v2/models/{model}/versions/{version}/infer", infer, infer_doc)
+    ready_doc = RouteDoc("Model or version readiness", S.MODEL_READY,
+                         also={503: "not ready"}, tag=v2)
+    add("GET", "/v2/models/{model}/ready", model_ready, ready_doc)
+    add("GET", "/v2/models/{model}/versions/{version}/ready", model_ready, ready_doc)
+    meta_doc = RouteDoc("Model or version metadata, with Ferry's per-version states",
+                        S.MODEL_METADATA, tag=v2)
+    add("GET", "/v2/models/{model}", model_metadata, meta_doc)
+    add("GET", "/v2/models/{model}/versions/{version}", model_metadata, meta_doc)
+    predict_doc = RouteDoc("TF Serving predict: row (instances) or columnar (inputs) format",
+                           S.TF_PREDICT_RESPONSE, S.TF_PREDICT_REQUEST,
+                           headers=(*_ID_HEADERS, _CONTENT_ENCODING),
+                           response_headers=_ID_RESPONSE_HEADERS, tag=tf)
+    add("POST", "/v1/models/{model}:predict", tf_predict, predict_doc)
+    add("POST", "/v1/models/{model}/versions/{version}:predict", tf_predict, predict_doc)
+    tf_meta_doc = RouteDoc("TF Serving model metadata (signature)", S.TF_METADATA, tag=tf)
+    add("GET", "/v1/models/{model}/metadata", tf_metadata, tf_meta_doc)
+    add("GET", "/v1/models/{model}/versions/{version}/metadata", tf_metadata, tf_meta_doc)
+    tf_status_doc = RouteDoc("TF Serving model status", S.TF_STATUS, tag=tf)
+    add("GET", "/v1/models/{model}", tf_status, tf_status_doc)
+    add("GET", "/v1/models/{model}/versions/{version}", tf_status, tf_status_doc)
+    add("GET", "/metrics", prometheus, RouteDoc(
+        "Prometheus metrics (docs/metrics.md)", S.TEXT, response_types=("text/plain",),
+        tag=srv))
+    add("GET", "/openapi.json", openapi_json, RouteDoc("This OpenAPI 3.1 document", S.OPENAPI,
+                                                       tag=srv))
     return router

@@ -1,4 +1,5 @@
-"""``GET /ferry/v1/predictions/{table}/{key}``: a stored batch prediction, read by key.
+"""Stored batch predictions, read by key (served as ``GET /ferry/v1/predictions/{table}/{key}``
+by ``protocols/prediction_routes.py``).
 
 Reads the database in ``FERRY_PREDICTIONS_URL`` (``ServerSettings.predictions_url``). Only
 tables that ``ferry batch`` wrote with ``--key`` are served (they are listed in that
@@ -15,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 from ferry.errors import FerryError, NotFound
-from ferry.protocols.router import Request, Response, Router, json_response
 
 
 class PredictionsUnavailable(FerryError):
@@ -96,18 +96,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def add_routes(router: Router, predictions_url: str | None) -> None:
-    """Register the predictions route on the server's router."""
-    store = PredictionStore(predictions_url) if predictions_url else None
-
-    async def prediction(request: Request) -> Response:
-        if store is None:
-            raise PredictionsUnavailable("this server has no predictions database; start it "
-                                         "with FERRY_PREDICTIONS_URL=sqlite:///preds.db (or a "
-                                         "postgresql:// URL)")
-        table, key = request.params["table"], request.params["key"]
-        result = await asyncio.get_running_loop().run_in_executor(None, store.lookup, table,
-                                                                  key)
-        return json_response(result)
-
-    router.add("GET", "/ferry/v1/predictions/{table}/{key}", prediction)
+async def lookup(store: PredictionStore | None, table: str, key: str) -> dict[str, Any]:
+    """``store.lookup`` on the default thread pool; ``PredictionsUnavailable`` when the
+    server has no predictions database (``store`` is None)."""
+    if store is None:
+        raise PredictionsUnavailable("this server has no predictions database; start it "
+                                     "with FERRY_PREDICTIONS_URL=sqlite:///preds.db (or a "
+                                     "postgresql:// URL)")
+    return await asyncio.get_running_loop().run_in_executor(None, store.lookup, table, key)
