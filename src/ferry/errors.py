@@ -27,7 +27,7 @@ The tree, drawn once::
     │   ├── ServerBusy (503)                the queue is full; carries ``retry_after``
     │   └── StoreUnavailable (503)          the evaluation store cannot be reached
     ├── DeadlineExceeded (504)              the request's deadline passed while it waited
-    ├── ExtraNotInstalled (501)             an optional extra (ferry[monitoring]) is missing
+    ├── ExtraNotInstalled (501)             an optional extra (ferry[s3], ...) is missing
     ├── ModelError (500)                    the model raised during predict
     └── ModelLoadError (500)                a version could not be loaded (never reaches a client
         ├── ManifestError                   as a response; it is reported in metadata instead)
