@@ -10,7 +10,7 @@ The tree, drawn once::
     │   ├── UnknownOutput (400)             a requested output the model does not have
     │   ├── ShapeMismatch (400)             shape vs signature, or data length vs shape
     │   ├── DatatypeMismatch (400)          datatype vs signature, or values vs datatype
-    │   ├── BatchTooLarge (400)             more rows than the model's max_batch_size
+    │   ├── BatchTooLarge (400)             more rows than the model's queue can hold
     │   ├── ReferenceMismatch (400)         reference data whose columns miss the signature
     │   └── InvalidValue (422)              well-formed but forbidden values (NaN, empty batch)
     ├── PayloadTooLarge (413)               body over the server's limit
@@ -81,7 +81,7 @@ class DatatypeMismatch(InvalidInput):
 
 
 class BatchTooLarge(InvalidInput):
-    """A request with more rows than the model's ``max_batch_size``."""
+    """A request with more rows than the model's queue can ever hold (``max_queue_size``)."""
 
 
 class ReferenceMismatch(InvalidInput):
