@@ -261,6 +261,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def shown(names: list[str], most: int = 6) -> str:
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])}, ... ({len(names)} features)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = sum(result["errors"].values())
     print(f"{result['model']} version {result['version']}: {result['ok']} of "
           f"{result['requests']} requests answered in {result['seconds']} s"
-          + (f", drifted {', '.join(result['drifted_features'])}" if args.drift else "")
+          + (f", drifted {shown(result['drifted_features'])}" if args.drift else "")
           + (f", feedback for {result['feedback']}" if args.feedback else ""))
     for key, count in result["errors"].items():
         print(f"  {count} x {key}", file=sys.stderr)
