@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXAMPLES := examples/repository
 HTTP_PORT ?= 8000
 
-.PHONY: serve test install examples bench check clean
+.PHONY: serve test install examples traffic bench check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ examples: $(EXAMPLES)/.complete
 
 serve: $(VENV)/.installed-serve $(EXAMPLES)/.complete
 	$(BIN)/ferry serve $(EXAMPLES) --http-port $(HTTP_PORT)
+
+# with `make serve` running: example requests to iris, two features shifted, labels for half
+traffic: $(VENV)/.installed-serve $(EXAMPLES)/.complete
+	$(BIN)/python scripts/traffic.py --url http://127.0.0.1:$(HTTP_PORT) --model iris --drift --feedback 0.5
 
 test: $(VENV)/.installed-dev $(EXAMPLES)/.complete
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -16,6 +16,13 @@ with skl2onnx and overwrites whatever it wrote before. It needs the ``examples``
 * ``mlp/1``: StandardScaler + MLPClassifier (256, 256) on the 8x8 digits.
 * ``iris_features/1``: a ``python``-runtime model (``examples/iris_features_model.py``)
   that adds two ratio features in front of an ONNX LogisticRegression.
+
+Every version also gets ``reference.parquet``: its training data (``tabular``: 2,000 of its
+10,000 rows) as the model's feature columns, the model's predictions on them as its output
+columns, and the training target as ``target``. The server profiles it when it connects to
+the evaluation store, so ``ferry monitor`` has a reference to compare live traffic with
+(``docs/monitoring.md``); ``scripts/traffic.py`` samples its rows to send example requests
+and sends ``target`` back as feedback.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from sklearn.base import BaseEstimator
 from sklearn.datasets import load_diabetes, load_digits, load_iris, make_classification
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -47,6 +56,9 @@ IRIS_FEATURES_SOURCE = ROOT / "examples" / "iris_features_model.py"
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 SEED = 0
 MAX_TOTAL_BYTES = 3 * 1024 * 1024
+REFERENCE_ROWS = 2000
+"""At most this many training rows go into a version's reference.parquet."""
+TARGET_COLUMN = "target"
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 IRIS_YAML = """\
@@ -109,6 +121,41 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def write_reference(out: Path, model_name: str, version: int, x: np.ndarray,
+                    y: np.ndarray) -> Path:
+    """Write ``<model>/<version>/reference.parquet`` from training rows ``x`` and targets ``y``.
+
+    The version is loaded with Ferry's own runtime and its columns are named by Ferry's
+    feature layout (``evalstore/features.py``), exactly as the server names live traffic:
+    the model's input features, its outputs on ``x``, and ``target``.
+    """
+    from ferry.evalstore.features import feature_layout
+    from ferry.manifest import MANIFEST_FILE, load_manifest
+    from ferry.runtimes.registry import guess_runtime, runtime_class
+
+    if len(x) > REFERENCE_ROWS:
+        keep = np.sort(np.random.default_rng(SEED).choice(len(x), REFERENCE_ROWS,
+                                                          replace=False))
+        x, y = x[keep], y[keep]
+    version_dir = out / model_name / str(version)
+    manifest = load_manifest(out / model_name / MANIFEST_FILE)
+    runtime = runtime_class(manifest.runtime or guess_runtime(version_dir))(manifest)
+    runtime.load(version_dir)
+    try:
+        signature = runtime.signature()
+        if len(signature.inputs) != 1:
+            raise ValueError(f"{model_name}: the example models have one input")
+        inputs = {signature.inputs[0].name: np.asarray(x, dtype=np.float32)}
+        outputs = runtime.predict(inputs)
+    finally:
+        runtime.unload()
+    columns = feature_layout(signature, manifest).columns(inputs, outputs)
+    columns[TARGET_COLUMN] = np.asarray(y)
+    path = version_dir / "reference.parquet"
+    pq.write_table(pa.table(columns), path, compression="zstd")
+    return path
+
+
 def load_iris_features_module() -> ModuleType:
     """The python model's source, imported so training uses the same ratio transform."""
     spec = importlib.util.spec_from_file_location("iris_features_model", IRIS_FEATURES_SOURCE)
@@ -132,15 +179,18 @@ def make_iris(out: Path) -> list[Path]:
     x, y = iris_xy()
     logistic = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
     forest = RandomForestClassifier(n_estimators=20, max_depth=4, random_state=SEED).fit(x, y)
-    return [write_onnx(out, "iris", 1, logistic, "float_input", 4),
-            write_onnx(out, "iris", 2, forest, "float_input", 4),
-            write_text(out / "iris" / "model.yaml", IRIS_YAML)]
+    paths = [write_text(out / "iris" / "model.yaml", IRIS_YAML),
+             write_onnx(out, "iris", 1, logistic, "float_input", 4),
+             write_onnx(out, "iris", 2, forest, "float_input", 4)]
+    return paths + [write_reference(out, "iris", 1, x, y), write_reference(out, "iris", 2, x, y)]
 
 
 def make_diabetes(out: Path) -> list[Path]:
     x, y = load_diabetes(return_X_y=True)
-    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x.astype(np.float32), y)
-    return [write_onnx(out, "diabetes", 1, model, "input", 10)]
+    x = x.astype(np.float32)
+    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
+    return [write_onnx(out, "diabetes", 1, model, "input", 10),
+            write_reference(out, "diabetes", 1, x, y)]
 
 
 def make_tabular(out: Path) -> list[Path]:
@@ -150,19 +200,21 @@ def make_tabular(out: Path) -> list[Path]:
     model = make_pipeline(StandardScaler(),
                           GradientBoostingClassifier(n_estimators=100, max_depth=3,
                                                      random_state=SEED)).fit(x, y)
-    return [write_onnx(out, "tabular", 1, model, "input", 32)]
+    return [write_onnx(out, "tabular", 1, model, "input", 32),
+            write_reference(out, "tabular", 1, x, y)]
 
 
 def make_mlp(out: Path) -> list[Path]:
     x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
     mlp = MLPClassifier(hidden_layer_sizes=(256, 256), activation="relu", max_iter=30,
                         random_state=SEED)
     model = make_pipeline(StandardScaler(), mlp)
     with warnings.catch_warnings():
         # 30 epochs reach ~100% training accuracy; more would only slow the script down.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x.astype(np.float32), y)
-    return [write_onnx(out, "mlp", 1, model, "input", 64)]
+        model.fit(x, y)
+    return [write_onnx(out, "mlp", 1, model, "input", 64), write_reference(out, "mlp", 1, x, y)]
 
 
 def make_iris_features(out: Path) -> list[Path]:
@@ -175,7 +227,8 @@ def make_iris_features(out: Path) -> list[Path]:
     shutil.copyfile(IRIS_FEATURES_SOURCE, version / "model.py")
     return [version / "model.py",
             write_onnx(out, "iris_features", 1, model, "input", 6),
-            write_text(out / "iris_features" / "model.yaml", IRIS_FEATURES_YAML)]
+            write_text(out / "iris_features" / "model.yaml", IRIS_FEATURES_YAML),
+            write_reference(out, "iris_features", 1, x, y)]
 
 
 BUILDERS: dict[str, Callable[[Path], list[Path]]] = {

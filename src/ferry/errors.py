@@ -10,7 +10,7 @@ The tree, drawn once::
     │   ├── UnknownOutput (400)             a requested output the model does not have
     │   ├── ShapeMismatch (400)             shape vs signature, or data length vs shape
     │   ├── DatatypeMismatch (400)          datatype vs signature, or values vs datatype
-    │   ├── BatchTooLarge (400)             more rows than the model's max_batch_size
+    │   ├── BatchTooLarge (400)             more rows than the model's queue can hold
     │   ├── ReferenceMismatch (400)         reference data whose columns miss the signature
     │   └── InvalidValue (422)              well-formed but forbidden values (NaN, empty batch)
     ├── PayloadTooLarge (413)               body over the server's limit
@@ -27,7 +27,7 @@ The tree, drawn once::
     │   ├── ServerBusy (503)                the queue is full; carries ``retry_after``
     │   └── StoreUnavailable (503)          the evaluation store cannot be reached
     ├── DeadlineExceeded (504)              the request's deadline passed while it waited
-    ├── ExtraNotInstalled (501)             an optional extra (ferry[monitoring]) is missing
+    ├── ExtraNotInstalled (501)             an optional extra (ferry[s3], ...) is missing
     ├── ModelError (500)                    the model raised during predict
     └── ModelLoadError (500)                a version could not be loaded (never reaches a client
         ├── ManifestError                   as a response; it is reported in metadata instead)
@@ -81,7 +81,7 @@ class DatatypeMismatch(InvalidInput):
 
 
 class BatchTooLarge(InvalidInput):
-    """A request with more rows than the model's ``max_batch_size``."""
+    """A request with more rows than the model's queue can ever hold (``max_queue_size``)."""
 
 
 class ReferenceMismatch(InvalidInput):

@@ -125,7 +125,15 @@ class ModelManifest(_Strict):
     """Declared outputs; read from the artifact when the runtime can (ONNX)."""
     max_batch_size: Annotated[int, Field(ge=0)] | None = None
     """Rows per batch; 0 = the model has no batch dimension and runs one request at a time.
-    Default: 64 when every input and output has a variable first dimension, else 0."""
+    Default: 64 when every input and output has a variable first dimension, 1 when every one
+    has a first dimension fixed at 1 (a graph exported with a batch of one), else 0. It bounds
+    what the scheduler merges; a request with more rows is served on its own
+    (``split_large_requests``, ``docs/batching.md``)."""
+    split_large_requests: bool | None = None
+    """A request with more rows than ``max_batch_size`` runs in chunks of ``max_batch_size``
+    rows (for a model that cannot take more in one call), instead of as one call. Either way
+    it runs on its own, never merged with other requests. Default: true for a graph whose
+    batch dimension is fixed at 1, else false."""
     dynamic_batching: DynamicBatching = DynamicBatching()
     """Queueing and batching settings."""
     instances: Annotated[int, Field(gt=0)] = 1
@@ -152,6 +160,8 @@ class ModelManifest(_Strict):
 
     @model_validator(mode="after")
     def _batch_axis(self) -> ModelManifest:
+        if self.split_large_requests and self.max_batch_size == 0:
+            raise ValueError("split_large_requests needs a batch axis, but max_batch_size is 0")
         if self.max_batch_size:
             for t in (self.inputs or []) + (self.outputs or []):
                 if not t.shape or t.shape[0] != -1:

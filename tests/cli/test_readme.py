@@ -51,6 +51,12 @@ def test_quick_start_shell_commands_run(examples_server, example_repo):
                     args += ["--url", examples_server.url]
                 if args[3] == "models":
                     args += ["--repository", str(example_repo)]
+                if args[3] == "monitor":
+                    args += ["--url", examples_server.url]
+            elif command.startswith(".venv/bin/python scripts/traffic.py "):
+                args = [sys.executable, str(ROOT / "scripts" / "traffic.py"),
+                        *shlex.split(command)[2:], "--url", examples_server.url,
+                        "--repository", str(example_repo), "--rate", "0"]
             else:
                 continue
             result = subprocess.run(args, capture_output=True, text=True, timeout=120)

@@ -29,12 +29,11 @@ from ferry.runtimes.base import Runtime
 from ferry.runtimes.registry import guess_runtime, runtime_class
 from ferry.scheduler.batcher import DynamicBatcher
 from ferry.scheduler.instances import InstancePool
+from ferry.scheduler.sizes import batch_limits
 from ferry.scheduler.tensors import numpy_input
 from ferry.types import Signature, Tensors
 
 log = logging.getLogger("ferry.lifecycle")
-
-DEFAULT_MAX_BATCH_SIZE = 64
 
 
 class VersionHarness:
@@ -59,6 +58,8 @@ class VersionHarness:
         self.warmup_seconds = 0.0
         self.signature = Signature((), ())
         self.max_batch_size = 0
+        self.split_large_requests = False
+        """A request of more than ``max_batch_size`` rows runs in chunks (``sizes.py``)."""
         self.batcher: DynamicBatcher | None = None
         self._runtimes: list[Runtime] = []
         self._pool: InstancePool | None = None
@@ -92,16 +93,17 @@ class VersionHarness:
         fixed = all(d != -1 for spec in self.signature.inputs for d in spec.shape[1:])
         self.batcher = DynamicBatcher(self._pool, self.max_batch_size,
                                       self.manifest.dynamic_batching, self.metrics.batch_done,
-                                      fixed_shapes=fixed)
+                                      fixed_shapes=fixed, split=self.split_large_requests)
         batcher = self.batcher
         self.metrics.track_queue(lambda: batcher.queued_rows)
         self.load_seconds = time.monotonic() - started
         self.metrics.loaded(self.load_seconds)
         self._set(VersionState.READY)
         log.info("model %s version %d ready (%s, load %.0f ms incl. warm-up %.0f ms, "
-                 "max_batch_size %d, %d instance(s))", self.model, self.version,
+                 "max_batch_size %d%s, %d instance(s))", self.model, self.version,
                  self.runtime_name, 1000 * self.load_seconds, 1000 * self.warmup_seconds,
-                 self.max_batch_size, self.manifest.instances)
+                 self.max_batch_size, ", larger requests split" if self.split_large_requests
+                 else "", self.manifest.instances)
 
     def _load_sync(self) -> list[Runtime]:
         if self.storage is not None:
@@ -129,8 +131,11 @@ class VersionHarness:
                 runtime = cls(self.manifest)
                 runtime.load(self.path)
                 runtimes.append(runtime)
-            self.signature = runtimes[0].signature()
-            self.max_batch_size = self._max_batch_size(self.signature)
+            limits = batch_limits(runtimes[0].signature(), self.manifest.max_batch_size,
+                                  self.manifest.split_large_requests)
+            self.signature = limits.signature
+            self.max_batch_size = limits.max_batch_size
+            self.split_large_requests = limits.split
             started = time.monotonic()
             for runtime in runtimes:
                 self._warm_up(runtime)
@@ -159,13 +164,6 @@ class VersionHarness:
             log.warning("model %s version %d: generated warm-up request failed (%s: %s); "
                         "add warmup/*.npz or set warmup: false", self.model, self.version,
                         type(exc).__name__, exc)
-
-    def _max_batch_size(self, signature: Signature) -> int:
-        if self.manifest.max_batch_size is not None:
-            return self.manifest.max_batch_size
-        tensors = signature.inputs + signature.outputs
-        batchable = bool(tensors) and all(t.shape and t.shape[0] == -1 for t in tensors)
-        return DEFAULT_MAX_BATCH_SIZE if batchable else 0
 
     async def unload(self, drain_timeout: float = 30.0) -> None:
         """Finish what was queued, then release the runtime. Call after the manager stopped

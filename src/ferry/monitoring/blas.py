@@ -9,13 +9,12 @@ shared cores the 100k x 20 report took 0.80 s with OpenBLAS's default 2 threads 
 0.34 s with one. One thread is also kinder to a server: the monitor then takes one core,
 not every core, away from request handling.
 
-``threadpoolctl`` (a scikit-learn dependency, so present with ``ferry[monitoring]``) sets
-the limit; without it this is a no-op. An OpenBLAS built on pthreads (the one NumPy and
-SciPy wheels ship) has one process-wide setting, and threadpoolctl lets one thread at a
-time change it, so limited blocks run **one at a time** (a re-entrant lock): a second
-report waits for the first instead of finding the setting half-restored. They would
-compete for the same cores anyway. If some other code holds a limit of its own in
-another thread, threadpoolctl leaves it alone and the report runs with that setting.
+``threadpoolctl`` (a default dependency) sets the limit. An OpenBLAS built on pthreads (the
+one NumPy and SciPy wheels ship) has one process-wide setting, and threadpoolctl lets one
+thread at a time change it, so limited blocks run **one at a time** (a re-entrant lock): a
+second report waits for the first instead of finding the setting half-restored. They would
+compete for the same cores anyway. If some other code holds a limit of its own in another
+thread, threadpoolctl leaves it alone and the report runs with that setting.
 """
 
 from __future__ import annotations
@@ -30,10 +29,7 @@ _serial = threading.RLock()
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Run the block (or, as ``@one_blas_thread()``, the function) with one BLAS thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
+    from threadpoolctl import threadpool_limits
+
     with _serial, threadpool_limits(limits=1, user_api="blas"):
         yield

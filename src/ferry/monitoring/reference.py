@@ -47,16 +47,12 @@ REFERENCE_FILES = ("reference.parquet", "reference.csv")
 
 
 def _kll() -> Any:
-    try:
-        import datasketches
-    except ImportError:
-        raise ExtraNotInstalled("quantile sketches need Apache DataSketches: pip install "
-                                "'ferry[monitoring]'") from None
+    import datasketches  # a default dependency, imported when first needed
+
     return datasketches.kll_doubles_sketch
 
 
 def _frequent() -> Any:
-    _kll()  # the same import, the same message when it is missing
     import datasketches
 
     return datasketches.frequent_strings_sketch

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, func, select
 
-from ferry.errors import ExtraNotInstalled, NotFound
+from ferry.errors import NotFound
 from ferry.evalstore.features import FeatureLayout
 from ferry.evalstore.schema import feedback, prediction_batches, prediction_index, references
 from ferry.evalstore.windows import (
@@ -123,11 +123,7 @@ def multivariate(ref: Profile, cur: Profile, cfg: MonitoringConfig) -> dict[str,
     if "classifier" in cfg.drift.multivariate:
         cs = ClassifierSettings(alpha=cfg.drift.alpha, auc=cfg.drift.classifier_auc,
                                 min_rows=cfg.drift.min_rows)
-        try:
-            out["classifier"] = classifier_drift(ref, cur, cs)
-        except ExtraNotInstalled as exc:
-            out["classifier"] = {"method": "classifier", "drifted": False,
-                                 "note": exc.message}
+        out["classifier"] = classifier_drift(ref, cur, cs)
     out["drifted"] = any(v["drifted"] for v in out.values())
     return out
 

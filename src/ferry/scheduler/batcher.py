@@ -12,7 +12,12 @@ Promises:
   idle; what queues while every instance is busy is batched when one frees up. With a
   delay, a batch waits for more rows until ``max_batch_size`` (or a preferred size) is
   reached or the delay after its first request has passed, whichever comes first.
-- More than ``max_queue_size`` waiting rows: ``ServerBusy`` (503, Retry-After).
+- A request with more rows than ``max_batch_size`` runs on its own, never merged with
+  other requests: as one call, or, when the version needs it (``split``), as calls of
+  ``max_batch_size`` rows whose outputs are joined back in order (``sizes.placement``).
+  Requests within ``max_batch_size`` take exactly the path they took before.
+- More than ``max_queue_size`` waiting rows: ``ServerBusy`` (503, Retry-After); a request
+  larger than ``max_queue_size`` itself could never fit: ``BatchTooLarge`` (400).
 - A request whose deadline passes while queued fails with ``DeadlineExceeded`` and never
   runs; one whose client went away (future cancelled) is dropped before it runs.
 - An exception from the model fails every request of that batch with ``ModelError`` and
@@ -29,9 +34,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ferry.errors import DeadlineExceeded, FerryError, ModelError, ServerBusy
+import numpy as np
+
+from ferry.errors import BatchTooLarge, DeadlineExceeded, FerryError, ModelError, ServerBusy
 from ferry.manifest import DynamicBatching
 from ferry.scheduler.instances import InstancePool
+from ferry.scheduler.sizes import Placement, chunk_sizes, placement
 from ferry.scheduler.tensors import shape_key, split, stack
 from ferry.types import Tensors
 
@@ -40,6 +48,9 @@ from ferry.types import Tensors
 class _Item:
     inputs: Tensors
     rows: int
+    span: int
+    """Rows it counts for against ``max_batch_size`` when batches are merged: ``rows``, or
+    ``max_batch_size`` for a chunk of a large request, which must run alone."""
     future: asyncio.Future[Tensors]
     enqueued: float
     deadline: float | None
@@ -57,7 +68,8 @@ class DynamicBatcher:
     """Queues requests for one version and feeds batches to its instance pool."""
 
     def __init__(self, pool: InstancePool, max_batch_size: int, config: DynamicBatching,
-                 observe: BatchObserver = _ignore, fixed_shapes: bool = False) -> None:
+                 observe: BatchObserver = _ignore, fixed_shapes: bool = False,
+                 split: bool = False) -> None:
         self._pool = pool
         self._loop = asyncio.get_running_loop()
         self._batching = max_batch_size > 0
@@ -65,6 +77,8 @@ class DynamicBatcher:
         """Every input's non-batch dimensions are fixed (checked before queueing), so any
         two requests can share a batch without comparing shapes."""
         self._max_rows = max(max_batch_size, 1)
+        self._split = split
+        """A request of more than ``max_batch_size`` rows runs in chunks of that size."""
         self._delay = config.max_queue_delay_ms / 1000.0
         self._preferred = frozenset(config.preferred_batch_sizes)
         self._max_queue = config.max_queue_size
@@ -85,15 +99,98 @@ class DynamicBatcher:
                ) -> asyncio.Future[Tensors]:
         """Queue one checked request; the future gets its outputs or a ``FerryError``."""
         if self._queued_rows + rows > self._max_queue:
-            raise ServerBusy(f"queue full ({self._queued_rows} rows waiting, max_queue_size "
-                             f"{self._max_queue}); retry later", retry_after=1.0)
+            raise self._refusal(rows)
+        if rows > self._max_rows:
+            return self._submit_large(inputs, rows, deadline)
         future: asyncio.Future[Tensors] = self._loop.create_future()
-        self._queue.append(_Item(inputs, rows, future, time.monotonic(), deadline))
+        self._queue.append(_Item(inputs, rows, rows, future, time.monotonic(), deadline))
         self._queued_rows += rows
         if self._pool.idle and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._dispatch)
         return future
+
+    def _refusal(self, rows: int) -> FerryError:
+        if rows > self._max_queue:
+            return BatchTooLarge(f"request of {rows} rows is over max_queue_size "
+                                 f"{self._max_queue}, the most rows that may wait for this "
+                                 f"model; split it, or raise dynamic_batching.max_queue_size "
+                                 f"in model.yaml")
+        return ServerBusy(f"queue full ({self._queued_rows} rows waiting, max_queue_size "
+                          f"{self._max_queue}); retry later", retry_after=1.0)
+
+    def _submit_large(self, inputs: Tensors, rows: int, deadline: float | None
+                      ) -> asyncio.Future[Tensors]:
+        """More rows than ``max_batch_size``: one item that runs alone (its span is over
+        the limit, so nothing joins it), or chunks of ``max_batch_size`` rows that each run
+        alone, joined back in order."""
+        now = time.monotonic()
+        if placement(rows, self._max_rows, self._split) is Placement.ALONE:
+            future: asyncio.Future[Tensors] = self._loop.create_future()
+            self._queue.append(_Item(inputs, rows, rows, future, now, deadline))
+        else:
+            parts: list[asyncio.Future[Tensors]] = []
+            start = 0
+            for n in chunk_sizes(rows, self._max_rows):
+                part: asyncio.Future[Tensors] = self._loop.create_future()
+                chunk = {name: array[start:start + n] for name, array in inputs.items()}
+                self._queue.append(_Item(chunk, n, self._max_rows, part, now, deadline))
+                parts.append(part)
+                start += n
+            future = self._joined(parts, rows)
+        self._queued_rows += rows
+        if self._pool.idle and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._dispatch)
+        return future
+
+    def _joined(self, parts: list[asyncio.Future[Tensors]], rows: int
+                ) -> asyncio.Future[Tensors]:
+        """A future for the outputs of all ``parts``, concatenated in order. The first
+        failure fails it and cancels the chunks not yet run (they are dropped from the
+        queue); cancelling it (the client went away) cancels them all."""
+        whole: asyncio.Future[Tensors] = self._loop.create_future()
+        left = [len(parts)]
+
+        def cancel_rest() -> None:
+            for part in parts:
+                part.cancel()
+
+        def part_done(part: asyncio.Future[Tensors]) -> None:
+            if part.cancelled():
+                if not whole.done():
+                    whole.cancel()
+                return
+            error = part.exception()  # retrieved even when the request already failed
+            if whole.done():
+                return
+            if error is not None:
+                whole.set_exception(error)
+                cancel_rest()
+                return
+            left[0] -= 1
+            if left[0]:
+                return
+            outputs = [p.result() for p in parts]
+            try:
+                joined = {name: np.concatenate([o[name] for o in outputs])
+                          for name in outputs[0]}
+            except ValueError as exc:  # a 0-d output, or columns that differ per chunk
+                whole.set_exception(ModelError(f"the model's outputs cannot be joined across "
+                                               f"chunks of {self._max_rows} rows: {exc}"))
+                return
+            wrong = [n for n, a in joined.items() if a.shape[0] != rows]
+            if wrong:
+                whole.set_exception(ModelError(
+                    f"output(s) {wrong} have {joined[wrong[0]].shape[0]} rows for a request "
+                    f"of {rows} rows run in chunks; a model must return one row per input row"))
+                return
+            whole.set_result(joined)
+
+        for part in parts:
+            part.add_done_callback(part_done)
+        whole.add_done_callback(lambda f: cancel_rest() if f.cancelled() else None)
+        return whole
 
     def _dispatch(self) -> None:
         self._scheduled = False
@@ -138,7 +235,7 @@ class DynamicBatcher:
                     f"deadline passed after {1000 * (now - item.enqueued):.1f} ms in the queue"))
                 continue
             if batch:
-                if not self._batching or rows + item.rows > self._max_rows:
+                if not self._batching or rows + item.span > self._max_rows:
                     break
             if batch and not self._fixed_shapes:
                 item_key = shape_key(item.inputs)
@@ -149,7 +246,7 @@ class DynamicBatcher:
             queue.popleft()
             self._queued_rows -= item.rows
             batch.append(item)
-            rows += item.rows
+            rows += item.span
         return batch
 
     def _start(self, batch: list[_Item]) -> None:

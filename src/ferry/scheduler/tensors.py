@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ferry.datatypes import V2_TO_NUMPY, numpy_dtype
-from ferry.errors import (BatchTooLarge, DatatypeMismatch, InvalidValue, MissingInput,
-                          ShapeMismatch, UnknownInput)
+from ferry.errors import (DatatypeMismatch, InvalidValue, MissingInput, ShapeMismatch,
+                          UnknownInput)
 from ferry.types import Signature, TensorSpec, Tensors
 
 
 def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> int:
     """Raise an ``InvalidInput`` naming the field if ``inputs`` do not fit ``signature``.
 
-    Returns the number of rows (1 for a model without a batch dimension).
+    Returns the number of rows (1 for a model without a batch dimension). More rows than
+    ``max_batch_size`` are not an error: the batcher runs such a request on its own.
     """
     specs = signature.inputs
     if len(inputs) != len(specs) or any(s.name not in inputs for s in specs):
@@ -49,9 +50,6 @@ def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> 
         return 1
     if rows == 0:
         raise InvalidValue("empty batch: inputs have 0 rows; send at least one row")
-    if rows > max_batch_size:
-        raise BatchTooLarge(f"batch of {rows} rows is over the model's max_batch_size "
-                            f"{max_batch_size}; split the request")
     return rows
 
 
