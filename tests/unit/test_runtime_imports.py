@@ -17,7 +17,7 @@ def _modules_after(*imports: str) -> set[str]:
 
 def test_serving_never_imports_tritonclient() -> None:
     loaded = _modules_after("ferry.server", "ferry.protocols.grpc", "ferry.protocols.grpc_codec",
-                            "ferry.cli.main")
+                            "ferry.cli.main", "ferry.repository.triton_config")
     assert "ferry.protocols._pb.grpc_service_pb2" in loaded  # the modules Ferry ships
     assert not {m for m in loaded if m.split(".")[0] == "tritonclient"}
 
