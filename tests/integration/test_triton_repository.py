@@ -142,7 +142,7 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         platform: "onnxruntime_onnx"
         max_batch_size: 8
         input [
-          { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] }
+          { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
           { name: "INPUT1" data_typo: TYPE_INT32 dims: [ 16 ] }
         ]
         """)
@@ -288,7 +288,7 @@ def test_a_malformed_config_is_a_load_error_naming_file_and_line(
         triton_server: ServerProcess) -> None:
     error = _metadata(triton_server, "malformed")["ferry"]["error"]
     assert "malformed/config.pbtxt:5:" in error
-    assert "data_typo" in error
+    assert 'has no field named "data_typo"' in error
     index = triton_server.client.post("/v2/repository/index", json={}).json()
     assert any(e["name"] == "malformed" and "config.pbtxt:5:" in e["reason"] for e in index)
 
