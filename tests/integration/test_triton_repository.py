@@ -168,7 +168,8 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def triton_server(triton_repo: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(triton_repo, "--log-level", "info")
+    # --poll: the repository is rescanned every 0.3 s, and warnings must still come once
+    proc = ServerProcess(triton_repo, "--log-level", "info", "--poll", "0.3")
     yield proc
     proc.stop()
 
@@ -278,6 +279,7 @@ def test_unsupported_fields_are_logged_and_shown(triton_server: ServerProcess) -
         "input[0].reshape", "instance_group[0].gpus",
         "instance_group[0].kind=KIND_GPU (runs on CPU)", "model_warmup", "optimization"]
     assert meta["ferry"]["versions"][0]["state"] == "READY"  # served, on CPU
+    time.sleep(1.5)  # several rescans
     log = "".join(triton_server.log) + _drain(triton_server)
     warned = [x for x in log.splitlines() if "extras/config.pbtxt: Ferry does not support" in x]
     assert len(warned) == 1, warned
