@@ -6,7 +6,15 @@ BIN := $(VENV)/bin
 EXAMPLES := examples/repository
 HTTP_PORT ?= 8000
 
-.PHONY: serve test install examples traffic bench check clean
+# make protos: the gRPC modules in src/ferry/protocols/_pb, from the descriptors of Triton's
+# grpc_service.proto and model_config.proto that tritonclient (a test dependency) ships.
+# protoc comes from its own venv with grpcio-tools pinned: that version's generated code runs
+# on protobuf>=4.25 and grpcio>=1.62, the lower bounds in pyproject.toml.
+PROTOS_VENV := .venv-protos
+GRPCIO_TOOLS := grpcio-tools==1.62.3 grpcio==1.62.3
+PROTOSET := build/protos/triton.protoset
+
+.PHONY: serve test install examples traffic bench check clean protos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +50,13 @@ bench: $(VENV)/.installed-dev
 check: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts bench
 
+$(PROTOS_VENV)/bin/python:
+	$(PYTHON) -m venv $(PROTOS_VENV)
+	$(PROTOS_VENV)/bin/pip install -q $(GRPCIO_TOOLS)
+
+protos: $(VENV)/.installed-dev | $(PROTOS_VENV)/bin/python
+	$(BIN)/python scripts/gen_protos.py descriptors $(PROTOSET)
+	$(PROTOS_VENV)/bin/python scripts/gen_protos.py generate $(PROTOSET) src/ferry/protocols/_pb
+
 clean:
-	rm -rf $(VENV) $(EXAMPLES)
+	rm -rf $(VENV) $(PROTOS_VENV) $(EXAMPLES)

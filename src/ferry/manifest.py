@@ -142,6 +142,9 @@ class ModelManifest(_Strict):
     """Where batches run: ``thread`` on each instance's thread; ``inline`` on the event loop
     thread; ``auto`` inline while a single instance answers in under 0.5 ms, else on its
     thread (see ``scheduler/instances.py``)."""
+    artifact: Annotated[str, Field(min_length=1, pattern=r"^[^/\\]+$")] | None = None
+    """The model file's name in each version folder, when it is not the runtime's usual one
+    (``model.onnx``, ...). A Triton ``config.pbtxt`` sets it with ``default_model_filename``."""
     threads: Annotated[int, Field(gt=0)] = 1
     """Threads per instance inside the runtime (ONNX Runtime intra-op threads)."""
     version_policy: VersionPolicy = VersionPolicy()
@@ -196,6 +199,11 @@ def manifest_from_text(text: str | None, source: str) -> ModelManifest:
     """Validate ``model.yaml`` text read from ``source`` (None = no file: defaults)."""
     if text is None:
         return ModelManifest()
+    return parse_manifest(settings_from_text(text, source), source)
+
+
+def settings_from_text(text: str, source: str) -> dict[str, Any]:
+    """The mapping in ``model.yaml`` text, not yet validated."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -205,7 +213,7 @@ def manifest_from_text(text: str | None, source: str) -> ModelManifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"{source}: expected a mapping of settings, got "
                             f"{type(raw).__name__}")
-    return parse_manifest(raw, source)
+    return raw
 
 
 def parse_manifest(raw: dict[str, Any], source: str = MANIFEST_FILE) -> ModelManifest:

@@ -110,6 +110,7 @@ class DataPlane:
             "ferry": {
                 "max_batch_size": harness.max_batch_size if harness else 0,
                 "error": served.entry.error,
+                "unsupported_config": served.entry.unsupported_config,
                 "versions": [self._version_info(served.versions[v]) for v in versions
                              if version is None or v == version],
             },

@@ -1,19 +1,30 @@
 """Parse ``<repo>/<model>/<version>/`` into model entries, from any ``ArtifactStorage``.
 
-A model folder holds an optional ``model.yaml`` and integer-named version folders. Other
-entries (hidden files, READMEs, folders with non-integer names) are skipped; non-integer
-folder names are reported so a typo does not go unnoticed.
+A model folder holds an optional ``model.yaml``, an optional Triton ``config.pbtxt`` and
+integer-named version folders. Other entries (hidden files, READMEs, folders with non-integer
+names) are skipped; non-integer folder names are reported so a typo does not go unnoticed.
+
+With both files, ``model.yaml`` wins key by key: each top-level key it sets replaces what
+``config.pbtxt`` says for that key (``inputs`` as a whole, ``dynamic_batching`` as a whole,
+...), and the overlap is logged. Triton's settings then stay in the file Triton reads, and
+``model.yaml`` adds what only Ferry has (monitoring, warmup, threads, sha256) or overrides
+a value for Ferry alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry.errors import ManifestError
-from ferry.manifest import MANIFEST_FILE, ModelManifest, manifest_from_text
+from ferry.manifest import MANIFEST_FILE, ModelManifest, parse_manifest, settings_from_text
 from ferry.repository.storage import ArtifactStorage, LocalStorage, open_storage
+from ferry.repository.triton_config import CONFIG_FILE, TritonConfig, parse_config_text
+
+log = logging.getLogger("ferry.repository")
+_said: set[str] = set()  # log lines already written: the repository is scanned repeatedly
 
 
 @dataclass
@@ -32,6 +43,11 @@ class ModelEntry:
     fingerprints: dict[int, str] = field(default_factory=dict)
     """Version -> a digest that changes when any of its files, or the manifest, changes."""
     storage: ArtifactStorage | None = None
+    unsupported_config: list[str] = field(default_factory=list)
+    """Fields set in ``config.pbtxt`` that Ferry does not honour (shown in the metadata)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Output name -> labels file (``label_filename`` in ``config.pbtxt``), relative to the
+    model folder."""
 
 
 def scan_repository(root: Path | ArtifactStorage) -> dict[str, ModelEntry]:
@@ -46,17 +62,21 @@ def scan_model(where: ArtifactStorage | Path, model: str | None = None) -> Model
         storage, name = where, model or ""
     else:
         storage, name = LocalStorage(where.parent), where.name
-    source = f"{storage.uri}/{name}/{MANIFEST_FILE}"
+    folder_uri = f"{storage.uri}/{name}"
     text = storage.read_manifest(name)
+    config_text = storage.read_model_file(name, CONFIG_FILE)
     manifest: ModelManifest | None
-    error = None
+    error, config = None, None
     try:
-        manifest = manifest_from_text(text, source)
+        manifest, config = read_settings(text, config_text, folder_uri, name)
     except ManifestError as exc:
         manifest, error = None, exc.message
     base = Path(storage.uri) / name if isinstance(storage, LocalStorage) else Path(name)
     entry = ModelEntry(name, base, manifest, error=error, storage=storage)
-    manifest_digest = hashlib.sha1((text or "").encode(), usedforsecurity=False).hexdigest()
+    if config is not None:
+        entry.unsupported_config, entry.labels = config.unsupported, config.labels
+    manifest_digest = hashlib.sha1(((text or "") + "\0" + (config_text or "")).encode(),
+                                   usedforsecurity=False).hexdigest()
     for folder, fingerprint in sorted(storage.list_versions(name).items()):
         if folder.isascii() and folder.isdigit():
             number = int(folder)
@@ -65,6 +85,33 @@ def scan_model(where: ArtifactStorage | Path, model: str | None = None) -> Model
         else:
             entry.skipped.append(folder)
     return entry
+
+
+def read_settings(yaml_text: str | None, config_text: str | None, folder_uri: str,
+                  model: str) -> tuple[ModelManifest, TritonConfig | None]:
+    """The model's manifest from its ``model.yaml`` and ``config.pbtxt`` texts (None = no
+    such file), merged by the rule in the module docstring; unsupported fields and the
+    overlap are logged once."""
+    yaml_source = f"{folder_uri}/{MANIFEST_FILE}"
+    config_source = f"{folder_uri}/{CONFIG_FILE}"
+    ours = settings_from_text(yaml_text, yaml_source) if yaml_text is not None else {}
+    if config_text is None:
+        return parse_manifest(ours, yaml_source), None
+    config = parse_config_text(config_text, config_source, model)
+    if config.unsupported:
+        _log_once(f"{config_source}: Ferry does not support these fields, which have no "
+                  f"effect: {', '.join(config.unsupported)}")
+    overlap = sorted(set(ours) & set(config.settings))
+    if overlap:
+        _log_once(f"{yaml_source} overrides {CONFIG_FILE} for: {', '.join(overlap)}")
+    source = config_source if yaml_text is None else f"{config_source} + {MANIFEST_FILE}"
+    return parse_manifest({**config.settings, **ours}, source), config
+
+
+def _log_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.warning("%s", message)
 
 
 def sha256_of(version_dir: Path) -> str:

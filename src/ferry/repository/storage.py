@@ -38,8 +38,13 @@ class ArtifactStorage(ABC):
         """Names of model folders (hidden and ``_``-prefixed names excluded)."""
 
     @abstractmethod
+    def read_model_file(self, model: str, file_name: str) -> str | None:
+        """The text of ``<model>/<file_name>`` (``model.yaml``, ``config.pbtxt``), or None
+        when absent."""
+
     def read_manifest(self, model: str) -> str | None:
         """The text of ``<model>/model.yaml``, or None when absent."""
+        return self.read_model_file(model, "model.yaml")
 
     @abstractmethod
     def list_versions(self, model: str) -> dict[str, str]:
@@ -73,8 +78,8 @@ class LocalStorage(ArtifactStorage):
             raise FileNotFoundError(f"model repository {self.root} is not a folder")
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _visible(p.name))
 
-    def read_manifest(self, model: str) -> str | None:
-        path = self.root / model / "model.yaml"
+    def read_model_file(self, model: str, file_name: str) -> str | None:
+        path = self.root / model / file_name
         return path.read_text() if path.is_file() else None
 
     def list_versions(self, model: str) -> dict[str, str]:
@@ -116,8 +121,8 @@ class FsspecStorage(ArtifactStorage):
     def list_models(self) -> list[str]:
         return [n for n in self._ls_dirs(self.root) if _visible(n)]
 
-    def read_manifest(self, model: str) -> str | None:
-        path = f"{self.root}/{model}/model.yaml"
+    def read_model_file(self, model: str, file_name: str) -> str | None:
+        path = f"{self.root}/{model}/{file_name}"
         try:
             with self.fs.open(path, "rb") as fh:
                 return fh.read().decode()  # type: ignore[no-any-return]

@@ -61,7 +61,16 @@ class Runtime(ABC):
         self.__dict__.clear()
 
     def artifact(self, version_dir: Path) -> Path:
-        """The first of ``artifacts`` present in ``version_dir``."""
+        """The manifest's ``artifact``, else the first of ``artifacts`` present in
+        ``version_dir``."""
+        if self.manifest.artifact:
+            path = version_dir / self.manifest.artifact
+            if path.is_file():
+                return path
+            from ferry.errors import ModelLoadError
+
+            raise ModelLoadError(f"{version_dir}: no {self.manifest.artifact} (the model file "
+                                 f"the manifest names) for runtime {self.name!r}")
         for name in self.artifacts:
             path = version_dir / name
             if path.exists():

@@ -41,14 +41,12 @@ class OnnxRuntime(Runtime):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        path = self.artifact(version_dir)
         try:
-            self._session = ort.InferenceSession(str(self.artifact(version_dir)), options,
+            self._session = ort.InferenceSession(str(path), options,
                                                  providers=["CPUExecutionProvider"])
-        except ModelLoadError:
-            raise
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
-            raise ModelLoadError(f"{version_dir / 'model.onnx'}: onnxruntime could not "
-                                 f"load it: {exc}") from None
+            raise ModelLoadError(f"{path}: onnxruntime could not load it: {exc}") from None
         graph = Signature(
             tuple(s for s in map(_spec, self._session.get_inputs()) if s is not None),
             tuple(s for s in map(_spec, self._session.get_outputs()) if s is not None))
@@ -69,14 +67,23 @@ class OnnxRuntime(Runtime):
 
 
 def _merge(graph: Signature, declared: Signature | None, where: Path) -> Signature:
-    """The graph's signature, with names checked against and settings taken from the manifest."""
+    """The manifest's signature once each declared tensor is found in the graph with the same
+    datatype and a compatible shape (same rank; -1 on either side matches any size)."""
     if declared is None:
         return graph
     for kind, ours, theirs in (("input", declared.inputs, graph.inputs),
                                ("output", declared.outputs, graph.outputs)):
-        names = {t.name for t in theirs}
+        by_name = {t.name: t for t in theirs}
         for t in ours:
-            if t.name not in names:
-                raise ModelLoadError(f"{where}: model.yaml declares {kind} {t.name!r} but the "
-                                     f"graph's {kind}s are {sorted(names)}")
+            found = by_name.get(t.name)
+            said = f"{where}: the manifest (model.yaml or config.pbtxt) declares {kind} {t.name!r}"
+            if found is None:
+                raise ModelLoadError(f"{said} but the graph's {kind}s are {sorted(by_name)}")
+            if found.datatype != t.datatype:
+                raise ModelLoadError(f"{said} as {t.datatype} but the graph's is "
+                                     f"{found.datatype}")
+            if len(found.shape) != len(t.shape) or any(
+                    a != b and -1 not in (a, b) for a, b in zip(found.shape, t.shape, strict=True)):
+                raise ModelLoadError(f"{said} with shape {list(t.shape)} but the graph's is "
+                                     f"{list(found.shape)} (-1 = variable)")
     return declared

@@ -1,0 +1,1 @@
+"""Generated gRPC modules (``make protos``); see scripts/gen_protos.py."""
