@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 EXAMPLES := examples/repository
 HTTP_PORT ?= 8000
 
-# make protos: the gRPC modules in src/ferry/protocols/_pb, from the descriptors of Triton's
+# make protos: the gRPC modules in src/ferry/_pb, from the descriptors of Triton's
 # grpc_service.proto and model_config.proto that tritonclient (a test dependency) ships.
 # protoc comes from its own venv with grpcio-tools pinned: that version's generated code runs
 # on protobuf>=4.25 and grpcio>=1.62, the lower bounds in pyproject.toml.
@@ -56,7 +56,7 @@ $(PROTOS_VENV)/bin/python:
 
 protos: $(VENV)/.installed-dev | $(PROTOS_VENV)/bin/python
 	$(BIN)/python scripts/gen_protos.py descriptors $(PROTOSET)
-	$(PROTOS_VENV)/bin/python scripts/gen_protos.py generate $(PROTOSET) src/ferry/protocols/_pb
+	$(PROTOS_VENV)/bin/python scripts/gen_protos.py generate $(PROTOSET) src/ferry/_pb
 
 clean:
 	rm -rf $(VENV) $(PROTOS_VENV) $(EXAMPLES)

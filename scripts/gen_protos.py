@@ -1,4 +1,4 @@
-"""Regenerate Ferry's gRPC modules (``src/ferry/protocols/_pb/``); run by ``make protos``.
+"""Regenerate Ferry's gRPC modules (``src/ferry/_pb/``); run by ``make protos``.
 
 Usage::
 

@@ -18,7 +18,7 @@ def _modules_after(*imports: str) -> set[str]:
 def test_serving_never_imports_tritonclient() -> None:
     loaded = _modules_after("ferry.server", "ferry.protocols.grpc", "ferry.protocols.grpc_codec",
                             "ferry.cli.main", "ferry.repository.triton_config")
-    assert "ferry.protocols._pb.grpc_service_pb2" in loaded  # the modules Ferry ships
+    assert "ferry._pb.grpc_service_pb2" in loaded  # the modules Ferry ships
     assert not {m for m in loaded if m.split(".")[0] == "tritonclient"}
 
 
@@ -28,7 +28,7 @@ def test_shipped_messages_are_tritons_on_the_wire() -> None:
     from tritonclient.grpc import model_config_pb2 as triton_config
     from tritonclient.grpc import service_pb2 as triton_service
 
-    from ferry.protocols._pb import grpc_service_pb2, model_config_pb2
+    from ferry._pb import grpc_service_pb2, model_config_pb2
 
     assert grpc_service_pb2.DESCRIPTOR.serialized_pb == triton_service.DESCRIPTOR.serialized_pb
     assert model_config_pb2.DESCRIPTOR.serialized_pb == triton_config.DESCRIPTOR.serialized_pb

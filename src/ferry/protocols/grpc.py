@@ -17,8 +17,8 @@ import grpc
 
 from ferry.errors import FerryError, ServerBusy
 from ferry.protocols import grpc_codec
-from ferry.protocols._pb import grpc_service_pb2 as pb
-from ferry.protocols._pb import grpc_service_pb2_grpc as pb_grpc
+from ferry._pb import grpc_service_pb2 as pb
+from ferry._pb import grpc_service_pb2_grpc as pb_grpc
 from ferry.protocols.dataplane import DataPlane
 from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
                                       X_REQUEST_ID_HEADER, log_traceparent, request_id)

@@ -1,6 +1,6 @@
 """KServe V2 gRPC messages <-> ``ferry.types``.
 
-Messages come from ``ferry.protocols._pb.grpc_service_pb2``, generated (``make protos``) from
+Messages come from ``ferry._pb.grpc_service_pb2``, generated (``make protos``) from
 Triton's ``grpc_service.proto``, so the wire format is the one Triton's clients speak. Inputs may
 arrive as typed ``contents`` or as ``raw_input_contents`` (what ``tritonclient.grpc``
 sends); outputs always go back as ``raw_output_contents``, as Triton answers.
@@ -16,7 +16,7 @@ from ferry.datatypes import v2_datatype
 from ferry.errors import MalformedRequest, VersionNotFound
 from ferry.protocols._arrays import (check_shape, dtype_of, from_binary, from_json, shaped,
                                      to_binary)
-from ferry.protocols._pb import grpc_service_pb2 as pb
+from ferry._pb import grpc_service_pb2 as pb
 from ferry.types import InferRequest, InferResponse, ModelRef, RequestedOutput
 
 _CONTENTS_FIELD = {

@@ -1,7 +1,7 @@
 """Triton's ``config.pbtxt`` -> the settings of Ferry's manifest (pure: text in, mapping out).
 
 The text is parsed by the protobuf library's text format into Triton's ``ModelConfig``
-message (``protocols/_pb/model_config_pb2``), so the grammar, the field names and the enum
+message (``_pb/model_config_pb2``), so the grammar, the field names and the enum
 values are Triton's own; a syntax error or an unknown field is a ``ManifestError`` naming
 the file, the line and the column.
 
@@ -36,7 +36,7 @@ from google.protobuf import json_format, text_format
 from google.protobuf.message import Message
 
 from ferry.errors import ManifestError
-from ferry.protocols._pb import model_config_pb2 as mc
+from ferry._pb import model_config_pb2 as mc
 
 CONFIG_FILE = "config.pbtxt"
 
