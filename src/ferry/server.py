@@ -16,6 +16,8 @@ import signal
 import sys
 from typing import Any
 
+from ferry._extras import require_for_server
+from ferry.errors import FerryError
 from ferry.evalstore.routes import add_routes as add_store_routes
 from ferry.evalstore.store import EvalStore
 from ferry.lifecycle.manager import ModelManager
@@ -34,6 +36,7 @@ class FerryServer:
     """One Ferry server process's parts, wired together."""
 
     def __init__(self, settings: ServerSettings) -> None:
+        require_for_server(settings)  # a missing extra fails here, before anything loads
         self.settings = settings
         self.metrics = Metrics()
         storage = open_storage(settings.repository, settings.cache_dir)
@@ -132,7 +135,11 @@ def run(settings: ServerSettings) -> None:
     """Serve until SIGINT or SIGTERM."""
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = FerryServer(settings)
+    try:
+        server = FerryServer(settings)
+    except FerryError as exc:  # a missing extra, an unusable setting: one line, no traceback
+        log.error("cannot serve: %s", exc.message)
+        raise SystemExit(1) from None
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
