@@ -83,8 +83,8 @@ class BatchSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FERRY_BATCH_", extra="ignore")
 
-    store: str = Field(DEFAULT_STORE, validation_alias=AliasChoices("FERRY_BATCH_STORE",
-                                                                    "FERRY_STORE"))
+    store: str = Field(default=DEFAULT_STORE,
+                       validation_alias=AliasChoices("FERRY_BATCH_STORE", "FERRY_STORE"))
     """SQLAlchemy URL of the run-record store: env ``FERRY_BATCH_STORE``, else
     ``FERRY_STORE`` (as ``ferry serve`` does; its ``none`` means the default here)."""
 
