@@ -27,7 +27,8 @@ The tree, drawn once::
     │   ├── ServerBusy (503)                the queue is full; carries ``retry_after``
     │   └── StoreUnavailable (503)          the evaluation store cannot be reached
     ├── DeadlineExceeded (504)              the request's deadline passed while it waited
-    ├── ExtraNotInstalled (501)             an optional extra (ferry[s3], ...) is missing
+    ├── ExtraNotInstalled (501)             a configured feature's optional extra is missing
+    │                                       (ferry[s3], ferry[postgres], ferry[ray], ...)
     ├── ModelError (500)                    the model raised during predict
     └── ModelLoadError (500)                a version could not be loaded (never reaches a client
         ├── ManifestError                   as a response; it is reported in metadata instead)
@@ -167,7 +168,10 @@ class StoreUnavailable(Unavailable):
 
 
 class ExtraNotInstalled(FerryError):
-    """A feature needs an optional extra that is not installed; the message names it."""
+    """A configured feature needs an optional package that is not installed (an ``s3://``
+    repository, a ``postgresql://`` store, ``--engine ray``). One line names the extra:
+    ``<feature> needs <package>: pip install 'ferry[<extra>]'`` (built by
+    ``ferry._extras.require``). Commands raise it at start, before doing any work."""
 
     http_status = 501
 

@@ -16,7 +16,8 @@ import signal
 import sys
 from typing import Any
 
-from ferry.protocols.store_routes import add_routes as add_store_routes
+from ferry._extras import require_for_server
+from ferry.errors import FerryError
 from ferry.evalstore.store import EvalStore
 from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.alerts import AlertLoop
@@ -24,6 +25,7 @@ from ferry.monitoring.metrics import Metrics
 from ferry.protocols.dataplane import DataPlane, ModelControl
 from ferry.protocols.http import HttpServerState, drain, serve_http
 from ferry.protocols.rest import build_router
+from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.protocols.router import Router
 from ferry.repository.storage import open_storage
 from ferry.settings import ServerSettings
@@ -35,6 +37,7 @@ class FerryServer:
     """One Ferry server process's parts, wired together."""
 
     def __init__(self, settings: ServerSettings) -> None:
+        require_for_server(settings)  # a missing extra fails here, before anything loads
         self.settings = settings
         self.metrics = Metrics()
         storage = open_storage(settings.repository, settings.cache_dir)
@@ -136,7 +139,11 @@ def run(settings: ServerSettings) -> None:
     """Serve until SIGINT or SIGTERM."""
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = FerryServer(settings)
+    try:
+        server = FerryServer(settings)
+    except FerryError as exc:  # a missing extra, an unusable setting: one line, no traceback
+        log.error("cannot serve: %s", exc.message)
+        raise SystemExit(1) from None
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows

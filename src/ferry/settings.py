@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,6 +18,29 @@ def bundled_repository() -> Path:
         if (parent / "pyproject.toml").exists() and candidate.parent.exists():
             return candidate
     return Path("models")
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute against the working folder
+    (``sqlite:///ferry.db`` -> ``sqlite:////srv/app/ferry.db``), so the file a server or a
+    command opens does not change when a later step changes folder, and the logs say where
+    it is. Other URLs, ``sqlite://`` and ``sqlite:///:memory:`` are returned unchanged."""
+    scheme, sep, rest = url.partition(":///")
+    if not sep or scheme.split("+")[0].lower() != "sqlite" or "/" in scheme:
+        return url
+    path, query_sep, query = rest.partition("?")
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return url
+    return f"{scheme}:///{os.path.abspath(path)}{query_sep}{query}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (absolute), None for other URLs."""
+    scheme, sep, rest = absolute_sqlite_url(url).partition(":///")
+    if not sep or scheme.split("+")[0].lower() != "sqlite":
+        return None
+    path = rest.partition("?")[0]
+    return Path(path) if os.path.isabs(path) else None
 
 
 class ServerSettings(BaseSettings):
@@ -63,7 +87,8 @@ class ServerSettings(BaseSettings):
     ``GET /ferry/v1/predictions/{table}/{key}`` (e.g. ``sqlite:///preds.db``)."""
     store: str = "sqlite:///ferry.db"
     """Evaluation store URL: ``sqlite:///PATH`` (default ``ferry.db`` in the working folder),
-    ``postgresql://USER@HOST/DB``, or ``none`` to record nothing."""
+    ``postgresql://USER@HOST/DB``, or ``none`` to record nothing. A relative SQLite path is
+    made absolute against the working folder at start (and logged)."""
     store_sample_rate: Annotated[float, Field(ge=0, le=1)] = 1.0
     """Share of inferences recorded (1 = every one)."""
     store_sample_rates: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
@@ -78,7 +103,7 @@ class ServerSettings(BaseSettings):
     """Records held in memory while waiting to be written; more are dropped and counted."""
     store_spill_dir: Path | None = None
     """Where records wait while the database is down (default: beside a SQLite file,
-    ``<file>-spill``, else ``./ferry-spill``)."""
+    ``<file>-spill``, else ``./ferry-spill``); made absolute at start (and logged)."""
     store_spill_max_bytes: Annotated[int, Field(gt=0)] = 1 << 30
     """Largest spill on disk; past it records are dropped, counted and logged."""
     alerts_interval_s: Annotated[float, Field(ge=0)] = 60.0
@@ -97,6 +122,16 @@ class ServerSettings(BaseSettings):
     schedules are not run."""
     schedules_poll_s: Annotated[float, Field(gt=0)] = 15.0
     """Seconds between two passes of the scheduler (a fire starts at most this late)."""
+
+    @field_validator("store", "batch_store", "predictions_url")
+    @classmethod
+    def _absolute_sqlite(cls, url: str | None) -> str | None:
+        return None if url is None else absolute_sqlite_url(url)
+
+    @field_validator("store_spill_dir", "cache_dir")
+    @classmethod
+    def _absolute_dir(cls, path: Path | None) -> Path | None:
+        return None if path is None else Path(os.path.abspath(path))
 
     def schedules_store(self) -> str | None:
         """The store whose schedules this server runs, or None when it runs none."""

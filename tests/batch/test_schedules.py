@@ -156,11 +156,13 @@ def test_ferry_serve_runs_schedules_once_across_restarts(env: Path,  # noqa: F81
     store.close()
 
 
-def test_which_store_the_server_runs_schedules_from(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_which_store_the_server_runs_schedules_from(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
     for name in ("FERRY_STORE", "FERRY_BATCH_STORE", "FERRY_SCHEDULES"):
         monkeypatch.delenv(name, raising=False)
-    assert ServerSettings().schedules_store() == "sqlite:///ferry.db"  # the evaluation store
+    monkeypatch.chdir(tmp_path)  # relative SQLite paths are made absolute against it
+    assert ServerSettings().schedules_store() == f"sqlite:///{tmp_path / 'ferry.db'}"
     assert ServerSettings(store="none").schedules_store() is None
     assert ServerSettings(store="none", batch_store="sqlite:///r.db").schedules_store() == \
-        "sqlite:///r.db"
+        f"sqlite:///{tmp_path / 'r.db'}"
     assert ServerSettings(schedules=False).schedules_store() is None

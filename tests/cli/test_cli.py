@@ -83,3 +83,86 @@ def test_serve_subprocess_serves_the_bundled_examples_and_stops_cleanly(example_
 def test_serve_rejects_a_missing_repository(tmp_path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "missing")])
     assert result.exit_code != 0 and "is not a folder" in result.output
+
+
+def test_predict_names_a_data_file_it_cannot_read(tmp_path):
+    missing = tmp_path / "missing.json"
+    result = CliRunner().invoke(cli, ["predict", "iris", "--data", f"@{missing}"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"cannot read {missing}: No such file or directory" in result.output
+
+
+def test_serve_resolves_and_logs_its_working_folder_paths(example_repo, tmp_path, monkeypatch):
+    from tests.conftest import ServerProcess
+
+    monkeypatch.chdir(tmp_path)
+    proc = ServerProcess(example_repo, "--store", "sqlite:///rel.db", "--log-level", "info")
+    try:
+        log = "".join(proc.log)
+        assert f"evaluation store: sqlite:///{tmp_path / 'rel.db'}\n" in log
+        assert f"spill folder (used while the database is down): {tmp_path / 'rel.db-spill'}\n" \
+            in log
+    finally:
+        assert proc.stop() == 0
+    assert (tmp_path / "rel.db").is_file()
+
+
+def test_export_and_monitor_refuse_a_store_file_that_does_not_exist(tmp_path, monkeypatch):
+    """Run outside the server's folder, they used to open a new, empty ferry.db there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FERRY_STORE", raising=False)
+    export = CliRunner().invoke(cli, ["export", "iris", "-o", "out.parquet"])
+    assert export.exit_code == 1
+    assert f"no evaluation store at {tmp_path / 'ferry.db'} (--store sqlite:///ferry.db)" \
+        in export.output
+    # monitor reads FERRY_STORE, as serve and export do (before: only the server at --url)
+    monitor = CliRunner().invoke(cli, ["monitor", "iris"],
+                                 env={"FERRY_STORE": "sqlite:///elsewhere.db"})
+    assert monitor.exit_code == 1
+    assert f"no evaluation store at {tmp_path / 'elsewhere.db'}" in monitor.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reference_sends_the_admin_token(example_repo, tmp_path):
+    from tests.conftest import ServerProcess
+
+    data = tmp_path / "train.csv"
+    data.write_text("sepal_length,sepal_width,petal_length,petal_width\n" + "".join(
+        f"{5 + i % 3},{3 + i % 2},{1 + i % 5},{0.2 + i % 2}\n" for i in range(100)))
+    proc = ServerProcess(example_repo, "--admin-token", "s3cret")
+    try:
+        args = ["reference", "iris", str(data), "--url", proc.url]
+        refused = CliRunner().invoke(cli, args, env={"FERRY_ADMIN_TOKEN": None})
+        assert refused.exit_code == 1 and "401" in refused.output
+        flag = CliRunner().invoke(cli, [*args, "--admin-token", "s3cret"])
+        assert flag.exit_code == 0, flag.output
+        assert "reference of 100 rows, 4 feature(s)" in flag.output
+        env = CliRunner().invoke(cli, args, env={"FERRY_ADMIN_TOKEN": "s3cret"})
+        assert env.exit_code == 0, env.output
+    finally:
+        proc.stop()
+
+
+def test_schedules_go_to_the_store_ferry_serve_reads_them_from(tmp_path, monkeypatch):
+    """With only FERRY_STORE set, `ferry schedule add` writes where `ferry serve` (whose
+    schedules default to its evaluation store) looks; FERRY_BATCH_STORE still wins."""
+    from ferry.batch.records import RunStore
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FERRY_BATCH_STORE", raising=False)
+    command = ["--cron", "0 2 * * *", "--", "batch", "iris", "--input", "a.parquet", "--output",
+               "b.parquet"]
+    added = CliRunner().invoke(cli, ["schedule", "add", "nightly", *command],
+                               env={"FERRY_STORE": "sqlite:///served.db"})
+    assert added.exit_code == 0, added.output
+    other = CliRunner().invoke(cli, ["schedule", "add", "hourly", *command],
+                               env={"FERRY_STORE": "sqlite:///served.db",
+                                    "FERRY_BATCH_STORE": "sqlite:///runs.db"})
+    assert other.exit_code == 0, other.output
+    for file, name in (("served.db", "nightly"), ("runs.db", "hourly")):
+        store = RunStore(f"sqlite:///{tmp_path / file}")
+        try:
+            assert [s["name"] for s in store.list_schedules()] == [name]
+        finally:
+            store.close()
+    assert not (tmp_path / "ferry.db").exists()

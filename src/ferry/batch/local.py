@@ -37,7 +37,9 @@ from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta, make_lay
 from ferry.batch.workers import WorkerPool
 from ferry.batch.sinks import PublishInfo, open_sink
 from ferry.batch.sinks.base import ChunkWriter, Durable
+from ferry._extras import require, require_url
 from ferry.errors import FerryError
+from ferry.lifecycle.loader import CheckedVersion, load_runtime
 from ferry.runtimes.base import Runtime
 from ferry.runtimes.registry import runtime_class
 
@@ -72,7 +74,7 @@ class RunFailed(FerryError):
         self.summary = summary
 
 
-def _build_scorer(job: BatchJob, model: models.ModelVersion, layout: Layout, run_id: str,
+def _build_scorer(job: BatchJob, model: CheckedVersion, layout: Layout, run_id: str,
                   scored_at: datetime, store: ChunkWriter | None, runtime: Runtime
                   ) -> tuple[ChunkScorer, list[str], ChunkWriter | None]:
     """In a worker process, around the runtime it loaded (picklable via
@@ -108,7 +110,9 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
         job = BatchJob.from_json(record.job)
         job.version = record.version
         run_id, scored_at = resume, record.started_at
-    model = models.resolve(Path(job.repository), job.model, job.version)
+    _require_extras(job)
+    model = models.resolve(Path(job.repository), job.model, job.version,
+                           job.trust_pickles)
     local = job.engine != "ray"
     if local and job.workers > 1:
         _import_before_fork(model)
@@ -116,11 +120,11 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
         pin_workers = job.workers <= _cpus()
     pool: WorkerPool | None = None
     if local and job.workers > 1:  # the workers load the model while this process sets up
-        pool = WorkerPool(job.workers, functools.partial(models.load, model, job.trust_pickles,
-                                                         threads=1), pin=pin_workers)
+        pool = WorkerPool(job.workers, functools.partial(load_runtime, model, threads=1),
+                          pin=pin_workers)
     run_id = run_id or new_run_id()
     try:
-        runtime = models.load(model, job.trust_pickles, threads=1)
+        runtime = load_runtime(model, threads=1)
         source = open_source(job.input, job.chunk_rows)
         layout = make_layout(job, runtime.signature(), model, source.schema)
         # Before the run record: a sink that cannot even be set up is not a run.
@@ -207,7 +211,15 @@ def run(job: BatchJob, store: RunStore, resume: str | None = None,
     return summary
 
 
-def _import_before_fork(model: models.ModelVersion) -> None:
+def _require_extras(job: BatchJob) -> None:
+    """Fail before the run starts when the job needs an extra that is not installed."""
+    if job.engine == "ray":
+        require("ray.data", "--engine ray")
+    for option, where in (("--input", job.input), ("--output", job.output)):
+        require_url(where.target or next(iter(where.paths), ""), option)
+
+
+def _import_before_fork(model: CheckedVersion) -> None:
     """Import the runtime's library (onnxruntime: ~0.2 s) once, before forking, instead of
     in every worker while the run waits. Importing starts no threads."""
     runtime_class(model.runtime)

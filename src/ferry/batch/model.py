@@ -1,32 +1,21 @@
-"""Find and load one model version for batch scoring, through the repository and the
-runtime contract (the same artifacts and runtimes the server uses)."""
+"""Choose the model version a batch run scores with; it is checked (runtime, extras,
+trusted pickles, ``sha256:`` pin) and later loaded by ``ferry.lifecycle.loader``, the code
+``ferry serve`` loads versions with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.errors import ModelLoadError, ModelNotFound, UntrustedArtifact, VersionNotFound
-from ferry.manifest import ModelManifest
+from ferry.errors import ModelLoadError, ModelNotFound, VersionNotFound
+from ferry.lifecycle.loader import CheckedVersion, check_version
 from ferry.repository.layout import scan_repository
 from ferry.repository.version_policy import aspired_versions
-from ferry.runtimes.base import Runtime
-from ferry.runtimes.registry import guess_runtime, runtime_class
 
 
-@dataclass(frozen=True)
-class ModelVersion:
-    """A resolved version: enough to load it again in another process."""
-
-    name: str
-    version: int
-    path: Path
-    manifest: ModelManifest
-    runtime: str
-
-
-def resolve(repository: Path, name: str, version: int | None) -> ModelVersion:
-    """The version to score with: ``version``, or the newest one the version policy serves."""
+def resolve(repository: Path, name: str, version: int | None,
+            trust_pickles: bool) -> CheckedVersion:
+    """The version to score with: ``version``, or the newest one the version policy serves,
+    after ``check_version`` (so a run that could not load it fails before it starts)."""
     models = scan_repository(repository)
     entry = models.get(name)
     if entry is None:
@@ -45,19 +34,5 @@ def resolve(repository: Path, name: str, version: int | None) -> ModelVersion:
     if version not in entry.versions:
         raise VersionNotFound(f"model {name!r} has no version {version}; versions: "
                               f"{sorted(entry.versions)}")
-    path = entry.versions[version]
-    runtime = entry.manifest.runtime or guess_runtime(path)
-    return ModelVersion(name, version, path, entry.manifest, runtime)
-
-
-def load(model: ModelVersion, trust_pickles: bool, threads: int = 1) -> Runtime:
-    """Load ``model`` with ``threads`` intra-op threads (batch workers run one each, so
-    they do not fight over cores)."""
-    cls = runtime_class(model.runtime)
-    if cls.executes_code_on_load and not trust_pickles:
-        raise UntrustedArtifact(f"{model.path}: runtime {model.runtime!r} loads pickles, which "
-                                f"run code from the file; pass --trust-pickles only if you "
-                                f"trust this repository")
-    runtime = cls(model.manifest.model_copy(update={"threads": threads}))
-    runtime.load(model.path)
-    return runtime
+    return check_version(name, version, entry.versions[version], entry.manifest,
+                         trust_pickles)

@@ -2,7 +2,7 @@
 
 The driver (this process) plans the chunks exactly as the local engine does (so chunk
 numbers, progress, resume and outputs are the same). Each actor holds one ``ChunkScorer``
-(the model loaded through ``ferry.batch.model``, ONNX Runtime with one intra-op thread) and
+(the model loaded through ``ferry.lifecycle.loader``, ONNX Runtime with one intra-op thread) and
 returns each chunk's output and rejects as Arrow IPC; the driver writes them, in chunk
 order, through the same sinks as the local engine (atomic publish, database bulk loads, run
 records). Identical rows come out of both engines for the same input; only ``run_id`` and
@@ -47,7 +47,8 @@ from typing import Any
 import pyarrow as pa
 
 from ferry.batch.job import BatchError, BatchJob
-from ferry.batch.model import ModelVersion
+from ferry._extras import require
+from ferry.lifecycle.loader import CheckedVersion
 from ferry.batch.readers import ParquetSlice, Payload, SliceReader
 from ferry.batch.scoring import ChunkResult, ChunkScorer, Layout, Meta
 from ferry.batch.sinks.base import ChunkWriter
@@ -64,15 +65,13 @@ rejects)``, the tables as Arrow IPC (empty bytes when the actor stored the chunk
 
 
 def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data  # noqa: F401 - the Data library ships in the ray[data] extra
-    except ImportError:
-        raise BatchError("--engine ray needs Ray Data: pip install 'ferry[ray]'") from None
+    require("ray.data", "--engine ray")  # the Data library ships in the ray[data] extra
+    import ray
+
     return ray
 
 
-def _build(job: BatchJob, model: ModelVersion, layout: Layout, run_id: str,
+def _build(job: BatchJob, model: CheckedVersion, layout: Layout, run_id: str,
            scored_at: datetime) -> ChunkScorer:
     return ChunkScorer(job, model, layout, run_id, scored_at)
 
@@ -152,7 +151,7 @@ def start(address: str | None, cpus: int | None = None) -> tuple[Any, bool]:
     return ray, True
 
 
-def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: ModelVersion,
+def run_on_ray(chunks: Iterator[tuple[int, Payload]], job: BatchJob, model: CheckedVersion,
                layout: Layout, run_id: str, scored_at: datetime,
                written: Callable[[ChunkResult], None], address: str | None,
                store: ChunkWriter | None = None) -> float:

@@ -1,8 +1,10 @@
 """Run records and schedules, in a SQL database through SQLAlchemy (tables ``batch_*``).
 
-The store URL comes from ``--store`` or ``FERRY_BATCH_STORE`` (default
-``sqlite:///ferry.db``, in the working folder). Every write is its own short transaction,
-so a batch run, ``ferry batch runs`` and a scheduler can share the database.
+The store URL comes from ``--store``, else ``FERRY_BATCH_STORE``, else ``FERRY_STORE`` (the
+evaluation store's variable: the rule ``ferry serve`` follows to find the schedules it runs),
+else ``sqlite:///ferry.db``; a relative SQLite path is made absolute against the working
+folder. Every write is its own short transaction, so a batch run, ``ferry batch runs`` and a
+scheduler can share the database.
 
 Tables:
 - ``batch_runs``: one row per run (the job as JSON, status, counts, times, error);
@@ -22,7 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ferry._extras import require_url
+from ferry.settings import absolute_sqlite_url
 
 DEFAULT_STORE = "sqlite:///ferry.db"
 
@@ -77,8 +83,15 @@ class BatchSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FERRY_BATCH_", extra="ignore")
 
-    store: str = DEFAULT_STORE
-    """SQLAlchemy URL of the run-record store (env ``FERRY_BATCH_STORE``)."""
+    store: str = Field(default=DEFAULT_STORE,
+                       validation_alias=AliasChoices("FERRY_BATCH_STORE", "FERRY_STORE"))
+    """SQLAlchemy URL of the run-record store: env ``FERRY_BATCH_STORE``, else
+    ``FERRY_STORE`` (as ``ferry serve`` does; its ``none`` means the default here)."""
+
+    @field_validator("store")
+    @classmethod
+    def _resolve(cls, url: str) -> str:
+        return absolute_sqlite_url(DEFAULT_STORE if url.lower() == "none" else url)
 
 
 @dataclass
@@ -126,7 +139,8 @@ class RunStore:
     def __init__(self, url: str | None = None) -> None:
         from ferry.evalstore.schema import normalize_url
 
-        self.url = url or BatchSettings().store
+        self.url = absolute_sqlite_url(url) if url else BatchSettings().store
+        require_url(self.url, "the run-record store")
         kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 
+from ferry._extras import require_url
 from ferry.batch.job import BatchError
 
 _LOCAL_SCHEMES = ("", "file", "sqlite", "postgresql", "postgres")
@@ -43,11 +44,11 @@ def filesystem(url: str, option: str = "--input") -> tuple[Any, str]:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if url.startswith(("s3://", "s3a://")) and endpoint:
         options["endpoint_url"] = endpoint
+    require_url(url, option)
     try:
         return fsspec.core.url_to_fs(url, **options)  # type: ignore[no-any-return]
     except ImportError as exc:
-        hint = " (pip install 'ferry[s3]')" if url.startswith("s3") else ""
-        raise BatchError(f"{option} {url}: {exc}{hint}") from None
+        raise BatchError(f"{option} {url}: {exc}") from None
     except ValueError as exc:  # "Protocol not known"
         raise BatchError(f"{option} {url}: {exc}") from None
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ferry.batch import columns as cols
 from ferry.batch.job import BatchJob
-from ferry.batch.model import ModelVersion, load
+from ferry.lifecycle.loader import CheckedVersion, load_runtime
 from ferry.runtimes.base import Runtime
 from ferry.types import Signature, Tensors
 
@@ -64,7 +64,7 @@ class Layout:
     """Every input column the job reads."""
 
 
-def make_layout(job: BatchJob, signature: Signature, model: ModelVersion,
+def make_layout(job: BatchJob, signature: Signature, model: CheckedVersion,
                 input_schema: pa.Schema) -> Layout:
     found = list(input_schema.names)
     missing = [c for c in job.keys + job.passthrough if c not in found]
@@ -105,10 +105,10 @@ def default_batch_rows(signature: Signature) -> int:
 class ChunkScorer:
     """Loads the model once and scores chunks with it."""
 
-    def __init__(self, job: BatchJob, model: ModelVersion, layout: Layout, run_id: str,
+    def __init__(self, job: BatchJob, model: CheckedVersion, layout: Layout, run_id: str,
                  scored_at: datetime, runtime: Runtime | None = None) -> None:
         self.layout = layout
-        self.runtime = runtime or load(model, job.trust_pickles, threads=1)
+        self.runtime = runtime or load_runtime(model, threads=1)
         self.batch_rows = job.batch_rows or default_batch_rows(self.runtime.signature())
         self.version = model.version
         self.run_id = run_id

@@ -47,8 +47,9 @@ def batch() -> None:
 
 def _store_option(func: Any) -> Any:
     return click.option("--store", envvar="FERRY_BATCH_STORE", default=None,
-                        help="Run-record database URL (env FERRY_BATCH_STORE; default "
-                             "sqlite:///ferry.db).")(func)
+                        help="Run-record store: the database of batch runs and schedules, "
+                             "not the evaluation store (env FERRY_BATCH_STORE, else "
+                             "FERRY_STORE as `ferry serve` does; default sqlite:///ferry.db).")(func)
 
 
 def _split(values: tuple[str, ...]) -> list[str]:

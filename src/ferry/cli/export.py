@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ferry.cli._options import existing_store
+
 
 @click.command(epilog="""Examples:
 
@@ -19,7 +21,8 @@ import click
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The Parquet file to write.")
 @click.option("--store", envvar="FERRY_STORE", default="sqlite:///ferry.db",
-              show_default=True, help="Evaluation store URL (env FERRY_STORE).")
+              show_default=True, help="Evaluation store URL to read (env FERRY_STORE, the "
+              "variable `ferry serve` reads). A SQLite file that does not exist is refused.")
 def export(model: str, since: str, version: int | None, with_feedback: bool, output: str,
            store: str) -> None:
     """Write MODEL's logged rows since SINCE as Parquet: feature and prediction columns
@@ -30,8 +33,9 @@ def export(model: str, since: str, version: int | None, with_feedback: bool, out
     from ferry.evalstore.windows import parse_duration
 
     try:
-        rows = export_parquet(open_engine(store), model, parse_duration(since), output,
-                              version=version, with_feedback=with_feedback)
+        engine = open_engine(existing_store(store))
+        rows = export_parquet(engine, model, parse_duration(since), output, version=version,
+                              with_feedback=with_feedback)
     except FerryError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"wrote {rows} row(s) to {output}")

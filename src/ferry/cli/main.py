@@ -2,7 +2,11 @@
 
 Conventions every command follows: commands that read a repository take ``--repository``
 (env ``FERRY_REPOSITORY``, default the bundled examples); commands that talk to a server
-take ``--url`` (env ``FERRY_URL``, default ``http://127.0.0.1:8000``).
+take ``--url`` (env ``FERRY_URL``, default ``http://127.0.0.1:8000``) and, where the call
+needs it, ``--admin-token`` (env ``FERRY_ADMIN_TOKEN``); ``--store`` is the evaluation store
+(env ``FERRY_STORE``) except on ``batch``/``schedule``/``scheduler``, where it is the
+run-record store (env ``FERRY_BATCH_STORE``, else ``FERRY_STORE``). A configured feature
+whose extra is missing fails at start with one line naming it (``ferry._extras``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ class LazyGroup(click.Group):
         module, attr, _ = _COMMANDS[name]
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A ``FerryError`` a command did not turn into its own message (a missing extra, an
+        unreachable store) ends it with one ``Error:`` line and exit 1, not a traceback."""
+        from ferry.errors import FerryError
+
+        try:
+            return super().invoke(ctx)
+        except FerryError as exc:
+            raise click.ClickException(exc.message) from None
 
     def format_commands(self, ctx: click.Context, formatter: Any) -> None:
         rows = [(name, help_text) for name, (_, _, help_text) in sorted(_COMMANDS.items())]

@@ -7,7 +7,7 @@ import urllib.parse
 
 import click
 
-from ferry.cli._options import url_option
+from ferry.cli._options import existing_store, url_option
 
 
 @click.command(epilog="""Examples:
@@ -25,8 +25,10 @@ from ferry.cli._options import url_option
               help="A version (default: the newest one with rows in the window).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "html"]),
               default="table", show_default=True)
-@click.option("--store", default=None,
-              help="Read this store URL directly instead of asking the server.")
+@click.option("--store", envvar="FERRY_STORE", default=None,
+              help="Read this evaluation store directly instead of asking the server (env "
+                   "FERRY_STORE, the variable `ferry serve` reads). A SQLite file that does "
+                   "not exist is refused.")
 @url_option
 def monitor(model: str, window: str, version: int | None, fmt: str, store: str | None,
             url: str) -> None:
@@ -41,7 +43,7 @@ def monitor(model: str, window: str, version: int | None, fmt: str, store: str |
             from ferry.evalstore.windows import parse_duration
             from ferry.monitoring.report import build_report
 
-            engine = open_engine(store)
+            engine = open_engine(existing_store(store))
             report = build_report(engine, model, parse_duration(window), version, None, plots)
         else:
             from ferry.cli.predict import _call

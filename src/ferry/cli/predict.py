@@ -68,8 +68,12 @@ def build_request(metadata: dict[str, Any], data: Any) -> dict[str, Any]:
 def predict(model: str, data: str, version: int | None, url: str) -> None:
     """Send one inference request to MODEL on a running server and print the outputs."""
     if data.startswith("@"):
-        with open(data[1:]) as fh:
-            data = fh.read()
+        try:
+            with open(data[1:]) as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {data[1:]}: {exc.strerror}",
+                                     param_hint="--data") from None
     try:
         value = json.loads(data)
     except ValueError as exc:

@@ -46,8 +46,9 @@ import click
               help="Largest request body (default 64 MiB); larger gets 413.")
 @click.option("--request-timeout-s", type=float, default=None,
               help="Default inference deadline in seconds (default 60; 0 = none).")
-@click.option("--store", default=None,
-              help="Evaluation store: sqlite:///PATH (default sqlite:///ferry.db), "
+@click.option("--store", envvar="FERRY_STORE", default=None,
+              help="Evaluation store (env FERRY_STORE): sqlite:///PATH (default "
+                   "sqlite:///ferry.db, made absolute and logged at start), "
                    "postgresql://USER@HOST/DB, or none.")
 @click.option("--store-sample-rate", type=float, default=None,
               help="Share of inferences recorded in the store (default 1).")

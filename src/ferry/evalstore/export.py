@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.errors import ExtraNotInstalled, NotFound
+from ferry.errors import NotFound
 from ferry.evalstore.features import FeatureLayout
 from ferry.evalstore.windows import load_layouts, read_window, versions_in
 
@@ -21,11 +21,8 @@ from ferry.evalstore.windows import load_layouts, read_window, versions_in
 def export_table(engine: Any, model: str, since_s: float, version: int | None = None,
                  with_feedback: bool = False) -> Any:
     """A ``pyarrow.Table`` of the rows (see the module docstring)."""
-    try:
-        import pyarrow as pa
-    except ImportError:
-        raise ExtraNotInstalled("exports need pyarrow: pip install 'ferry[monitoring]'") \
-            from None
+    import pyarrow as pa  # a dependency of the default install
+
     end = time.time() + 1e-3
     start = end - since_s
     layouts = load_layouts(engine, model)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, make_url, select
 
 from ferry.errors import FerryError, StoreUnavailable
 from ferry.evalstore.features import feature_layout
@@ -26,16 +26,24 @@ from ferry.evalstore.schema import model_versions, normalize_url, references
 from ferry.evalstore.spill import Spill
 from ferry.evalstore.writer import StoreWriter
 from ferry.monitoring.metrics import Metrics
-from ferry.settings import ServerSettings
+from ferry.settings import ServerSettings, sqlite_file
 
 log = logging.getLogger("ferry.evalstore")
 
 
 def default_spill_dir(url: str) -> Path:
-    """Beside a SQLite file (``ferry.db`` → ``ferry.db-spill/``), else ``./ferry-spill``."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url.removeprefix("sqlite:///") + "-spill")
-    return Path("ferry-spill")
+    """Beside a SQLite file (``ferry.db`` → ``ferry.db-spill/``), else ``./ferry-spill``;
+    absolute (against the working folder) either way."""
+    file = sqlite_file(url)
+    return Path(f"{file}-spill") if file is not None else Path("ferry-spill").absolute()
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password, for the logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL: the writer reports it when it connects
+        return url.split("@")[-1]
 
 
 class EvalStore:
@@ -44,8 +52,11 @@ class EvalStore:
     def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
         self.url = normalize_url(settings.store)
         self._settings = settings
-        spill_dir = settings.store_spill_dir or default_spill_dir(self.url)
+        spill_dir = (settings.store_spill_dir or default_spill_dir(self.url)).absolute()
         self.spill = Spill(spill_dir, settings.store_spill_max_bytes)
+        log.info("evaluation store: %s", _shown(self.url))
+        log.info("evaluation store spill folder (used while the database is down): %s",
+                 spill_dir)
         self.writer = StoreWriter(
             self.url, self.spill, metrics, capacity=settings.store_buffer,
             flush_interval_s=settings.store_flush_interval_s,

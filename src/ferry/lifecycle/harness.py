@@ -1,8 +1,9 @@
 """VersionHarness: one version's runtime(s), scheduler, state and load record.
 
-Promises: ``load`` runs the slow work (fetching from storage, loading the runtime, checking
-the sha256, warming up) on a worker thread and builds the instance pool and batcher on the
-event loop; a failure leaves the harness ``UNAVAILABLE`` with the reason, never half-live.
+Promises: ``load`` runs the slow work (fetching from storage, checking and loading the
+runtime through ``lifecycle.loader``, which ``ferry batch`` shares, warming up) on a worker
+thread and builds the instance pool and batcher on the event loop; a failure leaves the
+harness ``UNAVAILABLE`` with the reason, never half-live.
 ``unload`` is called only after the manager stopped handing the version out: it lets queued
 and running batches finish (bounded by ``drain_timeout``), then releases the runtime and
 returns freed memory to the operating system.
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ferry.errors import ModelLoadError, UntrustedArtifact
+from ferry.errors import FerryError, ModelLoadError
+from ferry.lifecycle.loader import check_version, load_runtime
 from ferry.lifecycle.states import VersionState, check_transition
 from ferry.manifest import ModelManifest
 from ferry.monitoring.metrics import VersionMetrics
-from ferry.repository.layout import sha256_of
 from ferry.repository.storage import ArtifactStorage
 from ferry.runtimes.base import Runtime
-from ferry.runtimes.registry import guess_runtime, runtime_class
+from ferry.runtimes.registry import runtime_class
 from ferry.scheduler.batcher import DynamicBatcher
 from ferry.scheduler.instances import InstancePool
 from ferry.scheduler.sizes import batch_limits
@@ -81,7 +82,7 @@ class VersionHarness:
         try:
             runtimes = await asyncio.get_running_loop().run_in_executor(None, self._load_sync)
         except Exception as exc:
-            reason = exc.message if isinstance(exc, ModelLoadError) else (
+            reason = exc.message if isinstance(exc, FerryError) else (
                 f"{type(exc).__name__}: {exc}")
             log.error("model %s version %d failed to load: %s", self.model, self.version, reason)
             self._set(VersionState.UNAVAILABLE, reason)
@@ -112,25 +113,14 @@ class VersionHarness:
             except OSError as exc:
                 raise ModelLoadError(f"{self.storage.uri}/{self.model}/{self.version}: could "
                                      f"not fetch: {exc}") from None
-        self.runtime_name = self.manifest.runtime or guess_runtime(self.path)
-        cls = runtime_class(self.runtime_name)
-        if cls.executes_code_on_load and not self.trust_pickles:
-            raise UntrustedArtifact(
-                f"{self.path}: runtime {self.runtime_name!r} loads pickles, which run code "
-                f"from the file; serve with --trust-pickles (FERRY_TRUST_PICKLES=1) only if "
-                f"you trust this repository")
-        self.sha256 = sha256_of(self.path)
-        expected = self.manifest.sha256.get(self.version)
-        if expected is not None and expected.lower() != self.sha256:
-            raise ModelLoadError(f"{self.path}: sha256 is {self.sha256} but model.yaml expects "
-                                 f"{expected}; the files changed or are corrupt")
-        copies = 1 if cls.thread_safe else self.manifest.instances
+        checked = check_version(self.model, self.version, self.path, self.manifest,
+                                self.trust_pickles)
+        self.runtime_name, self.sha256 = checked.runtime, checked.sha256
+        copies = 1 if runtime_class(checked.runtime).thread_safe else self.manifest.instances
         runtimes = []
         try:
             for _ in range(copies):
-                runtime = cls(self.manifest)
-                runtime.load(self.path)
-                runtimes.append(runtime)
+                runtimes.append(load_runtime(checked))
             limits = batch_limits(runtimes[0].signature(), self.manifest.max_batch_size,
                                   self.manifest.split_large_requests)
             self.signature = limits.signature

@@ -324,13 +324,10 @@ def comparable_categories(ref: FeatureProfile, cur: FeatureProfile
 # -- reference data ----------------------------------------------------------------------
 def read_table(data: bytes | Path, fmt: str | None = None) -> dict[str, np.ndarray]:
     """Columns of a Parquet or CSV table (``fmt`` ``parquet``/``csv``, else guessed)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ExtraNotInstalled("reading reference data needs pyarrow: pip install "
-                                "'ferry[monitoring]'") from None
+    import pyarrow as pa  # a dependency of the default install
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     raw = data.read_bytes() if isinstance(data, Path) else data
     if fmt is None:
         fmt = "parquet" if raw[:4] == b"PAR1" else "csv"

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ferry._extras import require_url
+
 log = logging.getLogger("ferry.repository")
 
 
@@ -106,6 +108,7 @@ class FsspecStorage(ArtifactStorage):
     def __init__(self, uri: str, cache_dir: Path, options: dict[str, Any] | None = None) -> None:
         import fsspec
 
+        require_url(uri, "the repository")  # s3:// without s3fs: name the extra
         self.uri = uri.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.uri, **(options or {}))
         self.root = self.root.rstrip("/")

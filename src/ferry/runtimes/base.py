@@ -39,6 +39,9 @@ class Runtime(ABC):
     """Whether concurrent ``predict`` calls on one loaded copy are safe."""
     executes_code_on_load: bool = False
     """True for pickle-based formats: loading runs code from the artifact."""
+    requires: tuple[str, ...] = ()
+    """Optional modules ``load`` imports (``("xgboost",)``); checked before loading, so a
+    missing one fails with the extra to install (``ferry._extras``)."""
 
     def __init__(self, manifest: ModelManifest) -> None:
         self.manifest = manifest

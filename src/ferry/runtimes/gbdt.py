@@ -33,6 +33,7 @@ class _Booster(Runtime):
 class XGBoostRuntime(_Booster):
     name = "xgboost"
     artifacts = ("model.ubj", "model.json", "model.xgb")
+    requires = ("xgboost",)
 
     def load(self, version_dir: Path) -> None:
         import xgboost
@@ -55,6 +56,7 @@ class XGBoostRuntime(_Booster):
 class LightGBMRuntime(_Booster):
     name = "lightgbm"
     artifacts = ("model.txt",)
+    requires = ("lightgbm",)
 
     def load(self, version_dir: Path) -> None:
         import lightgbm

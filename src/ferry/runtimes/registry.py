@@ -7,6 +7,7 @@ import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from ferry._extras import missing_message
 from ferry.errors import ModelLoadError
 from ferry.runtimes.base import Runtime
 
@@ -50,8 +51,8 @@ def runtime_class(name: str) -> type[Runtime]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ModelLoadError(f"runtime {name!r} needs a package that is not installed "
-                             f"({exc.name}); install ferry[{_extra(name)}]") from None
+        raise ModelLoadError(missing_message(exc.name or module_name, f"the {name} runtime")) \
+            from None
     cls: type[Runtime] = getattr(module, attr)
     return cls
 
@@ -64,7 +65,3 @@ def guess_runtime(version_dir: Path) -> str:
     known = ", ".join(f for f, _ in _BY_ARTIFACT)
     raise ModelLoadError(f"{version_dir}: no model artifact found (looked for {known}); "
                          f"add one or set runtime: in model.yaml")
-
-
-def _extra(name: str) -> str:
-    return {"xgboost": "gbdt", "lightgbm": "gbdt"}.get(name, name)

@@ -24,6 +24,7 @@ class SklearnRuntime(Runtime):
     artifacts = ("model.joblib", "model.pkl")
     thread_safe = True
     executes_code_on_load = True
+    requires = ("joblib", "sklearn")
 
     def load(self, version_dir: Path) -> None:
         import joblib
