@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ferry.errors import ExtraNotInstalled, ReferenceMismatch
+from ferry.errors import ReferenceMismatch
 from ferry.evalstore import codec
 from ferry.evalstore.features import FeatureLayout
 
