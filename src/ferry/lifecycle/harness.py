@@ -161,9 +161,16 @@ class VersionHarness:
                         type(exc).__name__, exc)
 
     def _max_batch_size(self, signature: Signature) -> int:
-        if self.manifest.max_batch_size is not None:
-            return self.manifest.max_batch_size
         tensors = signature.inputs + signature.outputs
+        if self.manifest.max_batch_size is not None:
+            if self.manifest.max_batch_size > 0:
+                for t in tensors:
+                    if not t.shape or t.shape[0] != -1:
+                        raise ModelLoadError(
+                            f"max_batch_size is {self.manifest.max_batch_size} but the "
+                            f"model's {t.name!r} has shape {list(t.shape)}, without a "
+                            f"variable batch axis first; use max_batch_size 0")
+            return self.manifest.max_batch_size
         batchable = bool(tensors) and all(t.shape and t.shape[0] == -1 for t in tensors)
         return DEFAULT_MAX_BATCH_SIZE if batchable else 0
 
