@@ -231,3 +231,27 @@ def parse_manifest(raw: dict[str, Any], source: str = MANIFEST_FILE) -> ModelMan
         allowed = ", ".join(ModelManifest.model_fields)
         raise ManifestError(f"{source}: " + "; ".join(problems)
                             + f" (top-level keys allowed: {allowed})") from None
+
+
+def overlay(manifest: ModelManifest, settings: dict[str, Any], source: str) -> ModelManifest:
+    """``manifest`` with ``settings`` (manifest keys, e.g. from a load's configuration
+    override) in place of its own, validated as a whole (``ManifestError`` names the key).
+    ``dynamic_batching`` replaces only the keys given; a declared tensor of the same name
+    keeps its other settings (``allow_nan``, and ``features`` while its shape is unchanged)."""
+    raw = manifest.model_dump(exclude_unset=True)
+    for key, value in settings.items():
+        if key == "dynamic_batching":
+            raw[key] = {**raw.get(key, {}), **value}
+        elif key in ("inputs", "outputs"):
+            old = {t.name: t.model_dump(exclude_unset=True)
+                   for t in getattr(manifest, key) or []}
+            merged = []
+            for tensor in value:
+                kept = dict(old.get(tensor["name"], {}))
+                if kept.get("shape") != tensor.get("shape"):
+                    kept.pop("features", None)
+                merged.append({**kept, **tensor})
+            raw[key] = merged
+        else:
+            raw[key] = value
+    return parse_manifest(raw, source)

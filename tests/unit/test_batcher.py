@@ -95,7 +95,7 @@ class Setup:
         self.observed: list[tuple[int, list[float], float]] = []
         self.pool = InstancePool(runtimes, "test")
         self.batcher = DynamicBatcher(self.pool, max_batch_size, config or DynamicBatching(),
-                                      lambda r, w, c: self.observed.append((r, w, c)),
+                                      lambda r, w, c, ok: self.observed.append((r, w, c)),
                                       split=split)
 
     def submit(self, x: np.ndarray, deadline: float | None = None

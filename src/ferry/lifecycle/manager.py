@@ -15,15 +15,20 @@ a working one, and never stops the rest of the repository from serving.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ferry.errors import (ModelLoadError, ModelNotFound, ModelNotReady, RepositoryError,
-                          VersionNotFound)
+import orjson
+
+from ferry.errors import (ManifestError, ModelLoadError, ModelNotFound, ModelNotReady,
+                          RepositoryError, VersionNotFound)
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.policy import Forget, Load, Unload, VersionSnapshot, plan
 from ferry.lifecycle.states import VersionState
+from ferry.manifest import overlay
 from ferry.monitoring.metrics import Metrics
 from ferry.repository.layout import ModelEntry, scan_model
 from ferry.repository.storage import ArtifactStorage, open_storage
@@ -42,6 +47,9 @@ class ServedModel:
     """Version -> fingerprint whose load failed (retried only when the files change)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     unloaded_by_api: bool = False
+    override: dict[str, Any] | None = None
+    """Manifest settings from the last API load's configuration override, laid over the
+    model's manifest on every pass until a load without one."""
 
     @property
     def name(self) -> str:
@@ -90,8 +98,10 @@ class ModelManager:
         await asyncio.gather(*(self.reconcile_model(n, n in names) for n in sorted(targets)))
 
     async def reconcile_model(self, name: str, exists: bool = True,
-                              api_load: bool = False) -> ServedModel | None:
-        """One pass for one model; returns its entry (None when it is gone)."""
+                              api_load: bool = False, override: dict[str, Any] | None = None
+                              ) -> ServedModel | None:
+        """One pass for one model; returns its entry (None when it is gone). An API load
+        (``api_load``) sets the model's configuration ``override`` (None clears it)."""
         served = self.models.get(name)
         if served is None:
             if not exists:
@@ -101,10 +111,13 @@ class ModelManager:
             if api_load:
                 served.unloaded_by_api = False
                 served.failed.clear()
+                served.override = override
             entry = None
             if exists:
                 loop = asyncio.get_running_loop()
                 entry = await loop.run_in_executor(None, scan_model, self.storage, name)
+                if served.override is not None:
+                    _apply_override(entry, served.override)
                 served.entry = entry
                 if entry.skipped:
                     log.warning("model %s: ignoring folder(s) %s (versions are integers)",
@@ -183,9 +196,15 @@ class ModelManager:
                             "in %.0f s", self.storage.uri, self.storage_error, delay)
 
     # -- the repository API ----------------------------------------------------------------
-    async def load_model(self, name: str) -> ServedModel:
+    async def load_model(self, name: str, override: dict[str, Any] | None = None
+                         ) -> ServedModel:
         """Load (or reload) one model from the repository; ``RepositoryError`` if it has no
-        live version afterwards, ``ModelNotFound`` if its folder does not exist."""
+        live version afterwards, ``ModelNotFound`` if its folder does not exist.
+
+        ``override``: manifest settings (a configuration override) for this load and the
+        passes after it, until a load without one. An override that does not validate, or
+        with which a version fails to load, is a ``RepositoryError`` ("failed to load") and
+        the model keeps serving as before."""
         loop = asyncio.get_running_loop()
         try:
             names = await loop.run_in_executor(None, self.storage.list_models)
@@ -194,7 +213,33 @@ class ModelManager:
         if name not in names:
             raise ModelNotFound(f"no model folder {name!r} in {self.storage.uri}; models: "
                                 f"{names}")
+        if override is not None:
+            return await self._load_with_override(name, override)
         served = await self.reconcile_model(name, True, api_load=True)
+        return self._loaded(name, served)
+
+    async def _load_with_override(self, name: str, override: dict[str, Any]) -> ServedModel:
+        loop = asyncio.get_running_loop()
+        entry = await loop.run_in_executor(None, scan_model, self.storage, name)
+        if entry.manifest is not None:
+            try:
+                overlay(entry.manifest, override, "configuration override")
+            except ManifestError as exc:
+                raise RepositoryError(f"failed to load {name!r}: {exc.message}") from None
+        before = self.models.get(name)
+        previous = (before.override, before.unloaded_by_api) if before else (None, True)
+        served = await self.reconcile_model(name, True, api_load=True, override=override)
+        failed = [] if served is None else _not_loaded(served)
+        if served is not None and failed:
+            served.override, served.unloaded_by_api = previous
+            await self.reconcile_model(name, True)  # back to what served before
+            raise RepositoryError(f"failed to load {name!r}: " + "; ".join(failed))
+        if served is not None:  # a second pass retires versions the override no longer aspires
+            served = await self.reconcile_model(name, True)
+        return self._loaded(name, served)
+
+    @staticmethod
+    def _loaded(name: str, served: ServedModel | None) -> ServedModel:
         if served is None or served.latest_ready() is None:
             reasons = [] if served is None else [
                 f"v{h.version}: {h.reason}" for h in served.versions.values() if h.reason]
@@ -255,3 +300,34 @@ class ModelManager:
         for served in self.models.values():
             for harness in list(served.versions.values()):
                 await harness.unload()
+
+
+def _apply_override(entry: ModelEntry, settings: dict[str, Any]) -> None:
+    """Lay a configuration override over the entry's manifest; its digest joins each
+    version's fingerprint, so a new override reloads the versions (load before unload)."""
+    if entry.manifest is None:
+        return
+    try:
+        entry.manifest = overlay(entry.manifest, settings, "configuration override")
+    except ManifestError as exc:  # model.yaml changed under the override
+        entry.manifest, entry.error = None, exc.message
+        return
+    digest = hashlib.sha1(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS),
+                          usedforsecurity=False).hexdigest()[:8]
+    entry.fingerprints = {v: f"{fp}-o{digest}" for v, fp in entry.fingerprints.items()}
+
+
+def _not_loaded(served: ServedModel) -> list[str]:
+    """Why the aspired versions of the model's entry are not all live with its files and
+    settings (empty when they are)."""
+    entry = served.entry
+    if entry.manifest is None:
+        return [entry.error or "no manifest"]
+    problems = []
+    for version in aspired_versions(entry.versions, entry.manifest.version_policy):
+        harness = served.versions.get(version)
+        if harness is None or not harness.ready or (
+                harness.fingerprint != entry.fingerprints[version]):
+            reason = harness.reason if harness is not None else "not loaded"
+            problems.append(f"v{version}: {reason}")
+    return problems or ([] if served.latest_ready() else ["no version folders"])

@@ -17,6 +17,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from ferry.monitoring.stats import VersionStats
+
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                     0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -137,20 +139,47 @@ class VersionMetrics:
         self.compute = _Histogram(_LATENCY_BUCKETS)
         self.batch = _Histogram(_BATCH_BUCKETS)
         self.ready = metrics.versions_ready.labels(model, version)
+        self.stats = VersionStats()
+        """What the statistics extension needs beyond these (``monitoring/stats.py``)."""
 
-    def request_done(self, seconds: float) -> None:
+    def request_done(self, seconds: float, rows: int = 1, finished: float = 0.0) -> None:
+        """A successful request of ``rows`` rows that took ``seconds`` and ended at
+        ``finished`` (``time.monotonic()``)."""
         self.outcomes["success"] += 1
         self.request.observe(seconds)
+        stats = self.stats
+        stats.inferences += rows
+        stats.last_inference = finished
 
-    def request_failed(self, outcome: str) -> None:
+    def request_failed(self, outcome: str, seconds: float = 0.0, finished: float = 0.0
+                       ) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        stats = self.stats
+        stats.fail_seconds += seconds
+        if finished:
+            stats.last_inference = finished
 
-    def batch_done(self, rows: int, waits: list[float], compute: float) -> None:
+    def batch_done(self, rows: int, waits: list[float], compute: float, ok: bool = True
+                   ) -> None:
+        """A batch of ``rows`` rows ran for ``compute`` seconds after its requests waited
+        ``waits``; ``ok`` is False when the model raised."""
         self.batch.observe(rows)
         self.compute.observe(compute)
         observe = self.queue.observe
         for w in waits:
             observe(w)
+        stats = self.stats
+        stats.compute_requests += len(waits)
+        stats.compute_seconds += compute * len(waits)
+        if not ok:
+            stats.batch_failures += 1
+            return
+        sized = stats.batches.get(rows)
+        if sized is None:
+            stats.batches[rows] = [1, compute]
+        else:
+            sized[0] += 1
+            sized[1] += compute
 
     def track_queue(self, depth: Callable[[], float]) -> None:
         self._metrics.queue_rows.labels(*self._labels).set_function(depth)
@@ -177,13 +206,18 @@ class _HotPathCollector(Collector):
         requests = CounterMetricFamily(
             "ferry_requests", "Inference requests by model, version and outcome (success or "
             "the error's name).", labels=["model", "version", "outcome"])
+        failures = CounterMetricFamily(
+            "ferry_batch_failures", "Batches in which the model raised (every request of "
+            "the batch failed with model_error).", labels=["model", "version"])
         families = {attr: HistogramMetricFamily(name, doc, labels=["model", "version"])
                     for attr, name, doc in self._HISTOGRAMS}
         for (model, version), vm in list(self._versions.items()):
             for outcome, count in list(vm.outcomes.items()):
                 requests.add_metric([model, version, outcome], count)
+            failures.add_metric([model, version], vm.stats.batch_failures)
             for attr, family in families.items():
                 buckets, total = getattr(vm, attr).family_sample()
                 family.add_metric([model, version], buckets, total)
         yield requests
+        yield failures
         yield from families.values()

@@ -17,14 +17,18 @@ from typing import Any, Protocol
 
 import ferry
 from ferry.errors import (FerryError, Forbidden, ModelNotReady, Unauthorized,
-                          UnknownOutput)
+                          UnknownOutput, VersionNotFound)
 from ferry.lifecycle.harness import VersionHarness
-from ferry.lifecycle.manager import ModelManager
+from ferry.lifecycle.manager import ModelManager, ServedModel
+from ferry.monitoring.stats import model_statistics
+from ferry.protocols.model_config import model_config as config_json
+from ferry.protocols.model_config import override_settings
 from ferry.scheduler.tensors import check_inputs
 from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics",
+              "model_configuration"]
 
 
 log = logging.getLogger("ferry.dataplane")
@@ -149,6 +153,42 @@ class DataPlane:
                               "reason": h.reason})
         return index
 
+    def statistics(self, name: str | None = None, version: int | None = None
+                   ) -> list[dict[str, Any]]:
+        """Triton's ``model_stats``: every ready version of every model (no name), of one
+        model (no version), or one version; ``NotFound`` for an unknown model or version."""
+        if name is None:
+            harnesses = [h for _, served in sorted(self.manager.models.items())
+                         for h in self._ready_versions(served)]
+        elif version is None:
+            harnesses = self._ready_versions(self.manager.model(name))
+        else:
+            harnesses = [self._version(self.manager.model(name), version)]
+        return [model_statistics(h.model, h.version, h.metrics) for h in harnesses]
+
+    @staticmethod
+    def _ready_versions(served: ServedModel) -> list[VersionHarness]:
+        return [served.versions[v] for v in sorted(served.versions) if served.versions[v].ready]
+
+    @staticmethod
+    def _version(served: ServedModel, version: int) -> VersionHarness:
+        harness = served.versions.get(version)
+        if harness is None:
+            raise VersionNotFound(f"model {served.name!r} has no served version {version}; "
+                                  f"served versions: {sorted(served.versions)}")
+        return harness
+
+    def model_config(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Triton's model configuration JSON of the version (or the one requests go to)."""
+        served = self.manager.model(name)
+        if version is not None:
+            return config_json(self._version(served, version))
+        harness = served.latest_ready() or next(iter(served.versions.values()), None)
+        if harness is None:
+            raise ModelNotReady(f"model {name!r} has no loaded version"
+                                + (f" ({served.entry.error})" if served.entry.error else ""))
+        return config_json(harness)
+
     def signature(self, name: str, version: int | None = None) -> Signature:
         """The signature of the version a request for (name, version) would run on."""
         return self.manager.get(name, version).signature
@@ -168,8 +208,16 @@ class DataPlane:
             raise Forbidden(f"model control is allowed only from loopback (caller "
                             f"{client_host}); set --admin-token to allow it from elsewhere")
 
-    async def load_model(self, name: str) -> None:
-        await self.manager.load_model(name)
+    async def load_model(self, name: str, config: str | None = None) -> None:
+        """Load or reload a model; ``config`` is a configuration override (Triton's model
+        configuration JSON, ``protocols/model_config.py``) for this load."""
+        if config is None:
+            await self.manager.load_model(name)
+            return
+        served = self.manager.models.get(name)
+        current = served.latest_ready() if served is not None else None
+        settings = override_settings(config, name, current)
+        await self.manager.load_model(name, settings)
 
     async def unload_model(self, name: str) -> None:
         await self.manager.unload_model(name)
@@ -194,15 +242,17 @@ class DataPlane:
             outputs = await batcher.submit(request.inputs, rows, deadline)
         except FerryError as exc:
             outcome = _outcome(exc)
-            metrics.request_failed(outcome)
+            finished = time.monotonic()
+            metrics.request_failed(outcome, finished - started, finished)
             if self.observers:
                 self._tell(InferenceRecord(request.id, harness.model, harness.version,
                                            request.inputs, None, outcome, exc.message,
-                                           time.monotonic() - started, time.time(),
+                                           finished - started, time.time(),
                                            request.parameters))
             raise
-        latency = time.monotonic() - started
-        metrics.request_done(latency)
+        finished = time.monotonic()
+        latency = finished - started
+        metrics.request_done(latency, rows, finished)
         observers = self.observers
         if observers:  # one record object, handed over by reference (no copy, no encoding)
             record = InferenceRecord(request.id, harness.model, harness.version,

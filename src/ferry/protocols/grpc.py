@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
-from ferry.errors import FerryError, ServerBusy
+from ferry.errors import FerryError, RepositoryError, ServerBusy
 from ferry.protocols import grpc_codec
 from ferry._pb import grpc_service_pb2 as pb
+from ferry._pb import model_config_pb2 as mc
 from ferry._pb import grpc_service_pb2_grpc as pb_grpc
 from ferry.protocols.dataplane import DataPlane
 from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
@@ -157,8 +159,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.dataplane.authorize_control(_metadata(context, "authorization"),
                                          _peer_host(context.peer()))
-        await self.dataplane.load_model(request.model_name)
+        name, config = request.model_name, None
+        for key, value in request.parameters.items():
+            if key != "config":
+                raise RepositoryError(f"failed to load {name!r}: load parameter {key!r} is "
+                                      f"not supported; Ferry takes 'config' (a "
+                                      f"configuration override)")
+            if value.WhichOneof("parameter_choice") != "string_param":
+                raise RepositoryError(f"failed to load {name!r}: parameters['config'] must "
+                                      f"be a string_param holding the model configuration "
+                                      f"as JSON")
+            config = value.string_param
+        await self.dataplane.load_model(name, config)
         return pb.RepositoryModelLoadResponse()
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        stats = self.dataplane.statistics(request.name or None,
+                                          grpc_codec.version_of(request.version))
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        config = self.dataplane.model_config(request.name,
+                                             grpc_codec.version_of(request.version))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, mc.ModelConfig()))
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         self.dataplane.authorize_control(_metadata(context, "authorization"),

@@ -10,7 +10,8 @@ import zlib
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ferry.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, VersionNotFound
+from ferry.errors import (MalformedRequest, ModelNotReady, PayloadTooLarge, RepositoryError,
+                          VersionNotFound)
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols import tfserving_json, v2_json
 from ferry.protocols.dataplane import DataPlane
@@ -80,6 +81,32 @@ def _body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _load_config(body: bytes, model: str) -> str | None:
+    """The ``parameters.config`` of a load request (Triton's model repository extension):
+    a configuration override as a JSON string, or None."""
+    if not body.strip():
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
+    parameters = doc.get("parameters", {}) if isinstance(doc, dict) else None
+    if not isinstance(parameters, dict):
+        raise MalformedRequest('body must be a JSON object like {"parameters": {"config": '
+                               '"<model configuration JSON>"}}')
+    for key in parameters:
+        if key != "config":
+            raise RepositoryError(f"failed to load {model!r}: load parameter {key!r} is not "
+                                  f"supported; Ferry takes 'config' (a configuration "
+                                  f"override)")
+    config = parameters.get("config")
+    if config is not None and not isinstance(config, str):
+        raise RepositoryError(f"failed to load {model!r}: parameters.config must be a string "
+                              f"holding the model configuration as JSON, got "
+                              f"{type(config).__name__}")
+    return config
+
+
 def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) -> Router:
     """Every REST route of the server."""
     router = Router()
@@ -131,8 +158,16 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
 
     async def model_load(request: Request) -> Response:
         dataplane.authorize_control(request.headers.get("authorization"), request.client)
-        await dataplane.load_model(request.params["model"])
+        name = request.params["model"]
+        await dataplane.load_model(name, _load_config(request.body, name))
         return json_response({})
+
+    async def statistics(request: Request) -> Response:
+        return json_response({"model_stats": dataplane.statistics(
+            request.params.get("model"), _version(request))})
+
+    async def model_config(request: Request) -> Response:
+        return json_response(dataplane.model_config(request.params["model"], _version(request)))
 
     async def model_unload(request: Request) -> Response:
         dataplane.authorize_control(request.headers.get("authorization"), request.client)
@@ -188,10 +223,13 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     add("POST", "/v2/repository/index", repository_index, RouteDoc(
         "Repository index (Triton extension): every model and version with its state",
         S.REPOSITORY_INDEX, S.REPOSITORY_INDEX_REQUEST, request_required=False, tag=v2))
-    for verb, handler in (("load", model_load), ("unload", model_unload)):
-        add("POST", f"/v2/repository/models/{{model}}/{verb}", handler, RouteDoc(
-            f"{verb.capitalize()} a model (Triton extension; loopback or admin token)",
-            S.EMPTY, headers=(_AUTHORIZATION,), tag=v2))
+    add("POST", "/v2/repository/models/{model}/load", model_load, RouteDoc(
+        "Load a model, optionally with a configuration override (Triton extension; loopback "
+        "or admin token)", S.EMPTY, S.LOAD_REQUEST, request_required=False,
+        headers=(_AUTHORIZATION,), tag=v2))
+    add("POST", "/v2/repository/models/{model}/unload", model_unload, RouteDoc(
+        "Unload a model (Triton extension; loopback or admin token)", S.EMPTY,
+        headers=(_AUTHORIZATION,), tag=v2))
     infer_doc = RouteDoc(
         "Inference: JSON tensors, or Triton binary tensors after a JSON header",
         S.INFER_RESPONSE, S.INFER_REQUEST, (JSON, _BINARY), (JSON, _BINARY),
@@ -207,6 +245,15 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                         S.MODEL_METADATA, tag=v2)
     add("GET", "/v2/models/{model}", model_metadata, meta_doc)
     add("GET", "/v2/models/{model}/versions/{version}", model_metadata, meta_doc)
+    stats_doc = RouteDoc("Statistics (Triton extension): every model, one model or one version",
+                         S.MODEL_STATS, tag=v2)
+    add("GET", "/v2/models/stats", statistics, stats_doc)
+    add("GET", "/v2/models/{model}/stats", statistics, stats_doc)
+    add("GET", "/v2/models/{model}/versions/{version}/stats", statistics, stats_doc)
+    config_doc = RouteDoc("Model configuration (Triton extension): what the version runs with",
+                          S.MODEL_CONFIG, tag=v2)
+    add("GET", "/v2/models/{model}/config", model_config, config_doc)
+    add("GET", "/v2/models/{model}/versions/{version}/config", model_config, config_doc)
     predict_doc = RouteDoc("TF Serving predict: row (instances) or columnar (inputs) format",
                            S.TF_PREDICT_RESPONSE, S.TF_PREDICT_REQUEST,
                            headers=(*_ID_HEADERS, _CONTENT_ENCODING),

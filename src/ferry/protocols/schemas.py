@@ -80,6 +80,36 @@ REPOSITORY_INDEX_REQUEST = obj(ready={"type": "boolean", "description": "READY v
 REPOSITORY_INDEX = array(obj(("name", "version", "state", "reason"), name=_STR, version=_STR,
                              state=_STR, reason=_STR))
 EMPTY = obj(additional=False, description="an empty object")
+LOAD_REQUEST = obj(parameters=obj(additional=False, config={
+    "type": "string", "description": "a configuration override: Triton's model configuration "
+                                    "as a JSON string (docs/protocols.md)"}))
+
+_DURATION = obj(("count", "ns"), count=_INT, ns=_INT)
+_BATCH_STAT = obj(("batch_size",), batch_size=_INT, compute_input=_DURATION,
+                  compute_infer=_DURATION, compute_output=_DURATION)
+MODEL_STATS = obj(("model_stats",), model_stats=array(obj(
+    ("name", "version", "last_inference", "inference_count", "execution_count",
+     "inference_stats", "batch_stats"),
+    name=_STR, version=_STR,
+    last_inference={"type": "integer", "description": "ms since the epoch; 0 before any"},
+    inference_count={"type": "integer", "description": "rows of successful requests"},
+    execution_count={"type": "integer", "description": "batches that ran without error"},
+    inference_stats=obj(success=_DURATION, fail=_DURATION, queue=_DURATION,
+                        compute_input=_DURATION, compute_infer=_DURATION,
+                        compute_output=_DURATION, cache_hit=_DURATION, cache_miss=_DURATION),
+    batch_stats=array(_BATCH_STAT), memory_usage=array(obj()))))
+_CONFIG_TENSOR = obj(("name", "data_type", "dims"), name=_STR, data_type={
+    "type": "string", "description": "TYPE_FP32, TYPE_INT64, TYPE_STRING, ..."},
+    dims=array({"type": "integer", "minimum": -1}))
+MODEL_CONFIG = obj(
+    ("name", "max_batch_size", "input", "output"), "Triton's ModelConfig as JSON",
+    name=_STR, platform=_STR, backend=_STR, max_batch_size=_INT,
+    version_policy=obj(latest=obj(num_versions=_INT), all=obj(),
+                       specific=obj(versions=array(_INT))),
+    input=array(_CONFIG_TENSOR), output=array(_CONFIG_TENSOR),
+    dynamic_batching=obj(preferred_batch_size=array(_INT), max_queue_delay_microseconds=_INT,
+                         default_queue_policy=obj(max_queue_size=_INT)),
+    instance_group=array(obj(name=_STR, kind=_STR, count=_INT)))
 
 # -- TF Serving --------------------------------------------------------------------------
 TF_PREDICT_REQUEST: Schema = {

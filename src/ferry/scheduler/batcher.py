@@ -56,11 +56,12 @@ class _Item:
     deadline: float | None
 
 
-BatchObserver = Callable[[int, list[float], float], None]
-"""Called after each batch: (rows, queue seconds per request, compute seconds)."""
+BatchObserver = Callable[[int, list[float], float, bool], None]
+"""Called after each batch: (rows, queue seconds per request, compute seconds, False when
+the model raised)."""
 
 
-def _ignore(rows: int, waits: list[float], compute: float) -> None:
+def _ignore(rows: int, waits: list[float], compute: float, ok: bool) -> None:
     return None
 
 
@@ -264,7 +265,7 @@ class DynamicBatcher:
             else:
                 self._deliver(batch, outputs, inputs)
             self._observe(sum(i.rows for i in batch), [started - i.enqueued for i in batch],
-                          finished - started)
+                          finished - started, error is None)
             self._running -= 1
             if self._queue and not self._scheduled:
                 self._scheduled = True

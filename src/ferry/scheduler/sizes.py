@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 
+from ferry.errors import ModelLoadError
 from ferry.types import Signature
 
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -55,6 +56,13 @@ def batch_limits(signature: Signature, max_batch_size: int | None = None,
     ``max_batch_size`` and ``split_large_requests`` (None: not set)."""
     firsts = _first_dims(signature)
     if max_batch_size is not None:
+        if max_batch_size > 0 and firsts != {-1}:
+            fixed = next(t for t in signature.inputs + signature.outputs
+                         if not t.shape or t.shape[0] != -1)
+            raise ModelLoadError(
+                f"max_batch_size is {max_batch_size} but the model's {fixed.name!r} has shape "
+                f"{list(fixed.shape)}, without a variable batch axis first; use "
+                f"max_batch_size 0")
         return BatchLimits(signature, max_batch_size, bool(split) and max_batch_size > 0)
     if firsts == {-1}:
         return BatchLimits(signature, DEFAULT_MAX_BATCH_SIZE, bool(split))
