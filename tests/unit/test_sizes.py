@@ -9,6 +9,7 @@ import pytest
 
 from ferry.errors import ManifestError
 from ferry.manifest import parse_manifest
+from ferry.errors import ModelLoadError
 from ferry.scheduler.sizes import (DEFAULT_MAX_BATCH_SIZE, Placement, batch_limits,
                                    chunk_sizes, placement)
 from ferry.types import Signature, TensorSpec
@@ -32,6 +33,10 @@ FIRSTS = [-1, 1, 8, None]
 def test_batch_limits(dims: tuple[int | None, int | None], manifest_max: int | None,
                       manifest_split: bool | None) -> None:
     signature = sig(*dims)
+    if manifest_max and set(dims) != {-1}:  # a batch the tensors cannot take: load error
+        with pytest.raises(ModelLoadError, match="without a variable batch axis first"):
+            batch_limits(signature, manifest_max, manifest_split)
+        return
     limits = batch_limits(signature, manifest_max, manifest_split)
     if manifest_max is not None:  # the manifest decides
         assert limits.max_batch_size == manifest_max
