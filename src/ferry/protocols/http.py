@@ -566,7 +566,7 @@ async def drain(server: asyncio.Server, state: HttpServerState, timeout: float =
         tasks = [t for t in (conn.force_close() for conn in busy) if t is not None]
         state.connections.clear()
         state.closed.labels("drain").inc(len(busy))
-        log.warning("shutdown: %d request(s) still running after %.0f s; cancelled, and %d "
+        log.warning("shutdown: %d request(s) still running after %g s; cancelled, and %d "
                     "connection(s) closed", len(tasks), timeout, len(busy))
         if tasks:
             await asyncio.wait(tasks, timeout=5)
