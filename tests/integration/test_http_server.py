@@ -238,6 +238,26 @@ def test_slow_loris_is_cut_by_the_header_timeout_while_others_are_served(tight):
     assert rss_during - rss_before < 30_000, (rss_before, rss_during)
 
 
+def test_header_timeout_holds_behind_a_running_request(tight):
+    """A request trickled in behind a slow one (3 s, past the 2 s header timeout): its header
+    clock runs from its first byte all the same; the slow one is still answered, then 408."""
+    with connect(tight) as sock:
+        reader = Reader(sock)
+        sock.sendall(post(b"/v2/models/slow/infer", slow_body(3.0)) + b"G")
+        start = time.monotonic()
+        for byte in b"ET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40:
+            if select.select([sock], [], [], 0.25)[0]:
+                break
+            sock.sendall(bytes([byte]))
+        status, _, body = reader.response()
+        assert status == 200 and b'"y"' in body
+        status, headers, body = reader.response()
+        assert status == 408 and b"header_timeout_s" in body
+        assert reader.closed()
+        closed_after = time.monotonic() - start
+    assert 2.9 <= closed_after <= 4.5, closed_after
+
+
 def test_body_timeout_runs_from_the_first_body_byte(tight):
     with connect(tight) as sock:
         sock.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n"

@@ -60,8 +60,9 @@ class Metrics:
             registry=r)
         self.http_rejects = Counter(
             "ferry_http_early_rejects", "Requests answered before being read to the end, then "
-            "closed: 400 malformed, 413 body too large, 431 header too large, and 404/405 to "
-            "an Expect: 100-continue.", ["status"], registry=r)
+            "closed: 400 malformed, 413 body too large, 431 header too large, 404/405 to an "
+            "Expect: 100-continue, 408 to a request late behind pipelined ones.", ["status"],
+            registry=r)
         self.http_write_pauses = Counter(
             "ferry_http_write_pauses", "Times a connection's send buffer filled (the client "
             "reads slower than it asks): reading and the next pipelined request wait.",

@@ -16,10 +16,11 @@ Promises:
 - ``100 Continue`` is sent only once the route exists and its request is the next to run; a
   missing route answers 404/405 in its place (then closes).
 - Slow clients: a request's headers must arrive within ``header_timeout`` of their first
-  byte and its body within ``body_timeout`` of its first byte, however they trickle; an idle
-  kept-alive connection is closed after ``keep_alive``; a client that reads nothing for
-  ``send_timeout`` is closed. One sweeper task checks every connection's deadline a few
-  times a second (no timer per request).
+  byte and its body within ``body_timeout`` of its first byte, however they trickle (else
+  the connection closes; behind pipelined requests still running, after their answers and
+  a 408); an idle kept-alive connection is closed after ``keep_alive``; a client that reads
+  nothing for ``send_timeout`` is closed. One sweeper task checks every connection's
+  deadline a few times a second (no timer per request).
 - Memory per connection is bounded: pipelined requests are queued up to
   ``max_pipeline_bytes``, and while the client reads responses slower than they are made
   (``pause_writing``) reading stops and the next pipelined request waits.
@@ -440,6 +441,7 @@ class HttpConnection(asyncio.Protocol):
             self._write_reject(data)
         else:  # after the responses to the requests before it
             self._backlog.append((data, False, 0))
+            self.deadline = self._write_deadline
             self._update_reading()  # keep reading (and dropping) what comes
 
     def _write_reject(self, data: bytes) -> None:
@@ -463,20 +465,30 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
+        busy = self._task is not None or bool(self._backlog)
         if self._write_paused:
             if now < self._write_deadline:
                 self.deadline = self._write_deadline
                 return
             reason: str | None = "send_timeout"
         elif self._closing:
+            if busy:  # a reject waits for the answers before it
+                self.deadline = _INF
+                return
             reason = None  # the linger after a reject is over
-        elif self._reading_paused or self._task is not None or self._backlog:
-            self.deadline = _INF  # the server is busy: re-armed when it moves on
+        elif self._reading_paused or (self._phase == _BODY and self._continue_pending):
+            self.deadline = _INF  # the client waits for us: re-armed when we move on
             return
-        elif self._phase == _HEAD:
-            reason = "header_timeout"
-        elif self._phase == _BODY:
-            reason = "body_timeout"
+        elif self._phase != _IDLE:
+            reason = "header_timeout" if self._phase == _HEAD else "body_timeout"
+            if busy:  # answer the requests before it, then 408 and close
+                self._state.closed.labels(reason).inc()
+                self._reject(408, f"the request's {reason.replace('_timeout', '')} took longer "
+                                  f"than {reason}_s")
+                return
+        elif busy:
+            self.deadline = _INF  # re-armed when the response is written
+            return
         else:
             reason = "idle_timeout"
         if reason is not None:
