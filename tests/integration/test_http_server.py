@@ -548,3 +548,16 @@ def test_repeated_request_headers_are_kept():
     status, body = _run_in_process(scenario)
     assert status == 200
     assert orjson.loads(body)["accept"] == "text/a, text/b"
+
+
+def test_every_http_limit_is_a_setting_and_a_serve_flag():
+    from ferry.cli.serve import serve
+    from ferry.protocols.http import HttpLimits
+    from ferry.settings import ServerSettings
+
+    assert HttpLimits.from_settings(ServerSettings()) == HttpLimits()  # one set of defaults
+    flags = {p.name for p in serve.params}
+    for name in ("keep_alive_s", "max_body_bytes", "header_timeout_s", "body_timeout_s",
+                 "send_timeout_s", "max_header_bytes", "max_connections",
+                 "max_pipeline_bytes", "drain_timeout_s"):
+        assert name in ServerSettings.model_fields and name in flags, name

@@ -20,7 +20,7 @@ Promises:
   the connection closes; behind pipelined requests still running, after their answers and
   a 408); an idle kept-alive connection is closed after ``keep_alive``; a client that reads
   nothing for ``send_timeout`` is closed. One sweeper task checks every connection's
-  deadline a few times a second (no timer per request).
+  deadline a few times a second (no timer per request); ``http_timeouts.verdict`` decides.
 - Memory per connection is bounded: pipelined requests are queued up to
   ``max_pipeline_bytes``, and while the client reads responses slower than they are made
   (``pause_writing``) reading stops and the next pipelined request waits.
@@ -48,6 +48,10 @@ import httptools
 
 from ferry.errors import FerryError
 from ferry.monitoring.metrics import Metrics
+from ferry.protocols.http_timeouts import BODY as _BODY
+from ferry.protocols.http_timeouts import HEAD as _HEAD
+from ferry.protocols.http_timeouts import IDLE as _IDLE
+from ferry.protocols.http_timeouts import Action, verdict
 from ferry.protocols.router import Request, Response, Router, error_response, json_response
 
 if TYPE_CHECKING:
@@ -84,8 +88,6 @@ _LINGER_S = 2.0
 """After an early reject, how long the connection keeps reading (and dropping) what the
 client still sends, so that closing does not reset the connection before the client has
 read the answer (nginx's lingering close)."""
-# where the parser is in the current request
-_IDLE, _HEAD, _BODY = 0, 1, 2
 
 
 def _date_line() -> bytes:
@@ -193,8 +195,8 @@ class HttpConnection(asyncio.Protocol):
                                                f"connections open, its limit "
                                                f"(max_connections); try again"}, 503)
             response.headers = [("retry-after", "1")]
-            self._transport.write(_encode(response, False, state.date))
-            self._transport.close()
+            transport.write(_encode(response, False, state.date))  # type: ignore[attr-defined]
+            transport.close()
             return
         peer = transport.get_extra_info("peername")
         self._client = peer[0] if isinstance(peer, tuple) else None
@@ -465,35 +467,22 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        busy = self._task is not None or bool(self._backlog)
-        if self._write_paused:
-            if now < self._write_deadline:
-                self.deadline = self._write_deadline
-                return
-            reason: str | None = "send_timeout"
-        elif self._closing:
-            if busy:  # a reject waits for the answers before it
-                self.deadline = _INF
-                return
-            reason = None  # the linger after a reject is over
-        elif self._reading_paused or (self._phase == _BODY and self._continue_pending):
-            self.deadline = _INF  # the client waits for us: re-armed when we move on
+        action, reason = verdict(self._phase, self._task is not None or bool(self._backlog),
+                                 self._closing, self._reading_paused, self._write_paused,
+                                 now >= self._write_deadline, self._continue_pending)
+        if action is Action.WAIT_WRITE:
+            self.deadline = self._write_deadline
             return
-        elif self._phase != _IDLE:
-            reason = "header_timeout" if self._phase == _HEAD else "body_timeout"
-            if busy:  # answer the requests before it, then 408 and close
-                self._state.closed.labels(reason).inc()
-                self._reject(408, f"the request's {reason.replace('_timeout', '')} took longer "
-                                  f"than {reason}_s")
-                return
-        elif busy:
-            self.deadline = _INF  # re-armed when the response is written
+        if action is Action.PARK:
+            self.deadline = _INF
             return
-        else:
-            reason = "idle_timeout"
         if reason is not None:
             self._state.closed.labels(reason).inc()
-        self._shut(transport)
+        if action is Action.REJECT_408 and reason is not None:
+            self._reject(408, f"the request's {reason.replace('_timeout', '')} took longer "
+                              f"than {reason}_s")
+        else:
+            self._shut(transport)
 
     def _shut(self, transport: asyncio.Transport) -> None:
         self._closing = True
