@@ -121,9 +121,14 @@ class RequestNotFound(NotFound):
 
 
 class MethodNotAllowed(FerryError):
-    """The path exists but not with this HTTP method."""
+    """The path exists but not with this HTTP method; ``allowed`` lists the methods it has
+    (HTTP answers them in the ``Allow`` header)."""
 
     http_status = 405
+
+    def __init__(self, message: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.allowed = allowed
 
 
 class Unauthorized(FerryError):

@@ -23,7 +23,7 @@ from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.alerts import AlertLoop
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols.dataplane import DataPlane, ModelControl
-from ferry.protocols.http import HttpServerState, drain, serve_http
+from ferry.protocols.http import HttpLimits, HttpServerState, drain, serve_http
 from ferry.protocols.rest import build_router
 from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.protocols.router import Router
@@ -84,8 +84,8 @@ class FerryServer:
                 self.alerts = AlertLoop(self.store, self.metrics, self.settings.alerts_interval_s)
                 self.alerts.start()
         self._http, self._http_state = await serve_http(
-            router, self.settings.host, self.settings.http_port, self.settings.max_body_bytes,
-            self.settings.keep_alive_s)
+            router, self.settings.host, self.settings.http_port,
+            HttpLimits.from_settings(self.settings), self.metrics)
         self.http_port = self._http.sockets[0].getsockname()[1]
         ready = sum(h.ready for m in self.manager.models.values() for h in m.versions.values())
         total = sum(len(m.versions) for m in self.manager.models.values())
@@ -116,7 +116,8 @@ class FerryServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=10)
         if self._http is not None and self._http_state is not None:
-            await drain(self._http, self._http_state)
+            # running requests are cancelled at the deadline, before the models unload
+            await drain(self._http, self._http_state, self.settings.drain_timeout_s)
         if self.alerts is not None:
             await self.alerts.stop()
         if self.store is not None:  # flush every buffered prediction before exiting

@@ -77,9 +77,35 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Logging level of the server."""
     keep_alive_s: Annotated[float, Field(gt=0)] = 75.0
-    """Close HTTP connections idle (nothing running, nothing received) for this long."""
+    """Close HTTP connections idle (nothing running, nothing received) for this long
+    (uvicorn's is 5 s, nginx's 75 s: clients' pools reuse them)."""
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
     """Largest request body; bigger ones get 413 without being read."""
+    header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    """A request's line and headers must arrive within this many seconds of their first
+    byte (a new connection's first request: of the accept, when sooner than
+    ``keep_alive_s``), however slowly they trickle; else the connection is closed. Real
+    clients send them in one round trip; 10 s leaves room for lossy links and cuts slow-loris
+    senders 6x sooner than nginx's 60 s."""
+    body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """A request body must arrive within this many seconds of its first byte (of the
+    ``100 Continue`` when the client waited for one); else the connection is closed. 60 s
+    carries a 64 MiB body at ~9 Mbit/s: raise it for larger bodies over slower links."""
+    send_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    """Close a connection whose client reads nothing of its responses for this long (its
+    send buffer stays full), as nginx's ``send_timeout``."""
+    max_header_bytes: Annotated[int, Field(gt=0)] = 32 * 1024
+    """Largest request line and headers (URL, names and values); more gets 431 and the
+    connection closes. Kestrel's limit; nginx allows 4 x 8 KiB lines."""
+    max_connections: Annotated[int, Field(gt=0)] = 4096
+    """Open HTTP connections at most; a connection over it gets 503 and is closed at once.
+    Keep it under the process's open-file limit (``ulimit -n``)."""
+    max_pipeline_bytes: Annotated[int, Field(gt=0)] = 1024 * 1024
+    """Bytes of pipelined requests (bodies and headers) a connection may queue behind the one
+    running; past it the server stops reading from that connection until the queue drains."""
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    """On SIGTERM/SIGINT, how long in-flight HTTP requests may finish; then they are
+    cancelled and their connections closed, before the models unload."""
     request_timeout_s: Annotated[float, Field(ge=0)] = 60.0
     """Default deadline of an inference request (0 = none); clients may set a shorter one."""
     predictions_url: str | None = None

@@ -210,12 +210,13 @@ def test_model_deadline_from_request_parameters(server):
 def test_idle_connections_are_closed(test_repo):
     from tests.conftest import ServerProcess
 
-    quick = ServerProcess(test_repo, "--keep-alive-s", "0.5")
+    quick = ServerProcess(test_repo, "--keep-alive-s", "0.5", "--header-timeout-s", "1")
     try:
         host, port = quick.hostport.split(":")
         with socket.create_connection((host, int(port)), timeout=10) as idle, \
                 socket.create_connection((host, int(port)), timeout=10) as slow:
-            slow.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n")  # never ends
+            # never ends: closed by the header timeout
+            slow.sendall(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n")
             assert idle.recv(1024) == b""  # closed by the server, not by the 10 s timeout
             assert slow.recv(1024) == b""
         assert quick.client.post(IRIS, json={"inputs": [tensor()]}).status_code == 200

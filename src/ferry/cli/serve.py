@@ -44,6 +44,24 @@ import click
               help="Close idle HTTP connections after this many seconds (default 75).")
 @click.option("--max-body-bytes", type=int, default=None,
               help="Largest request body (default 64 MiB); larger gets 413.")
+@click.option("--header-timeout-s", type=float, default=None,
+              help="Close a connection whose request line and headers take longer than this "
+                   "from their first byte (default 10).")
+@click.option("--body-timeout-s", type=float, default=None,
+              help="Close a connection whose request body takes longer than this from its "
+                   "first byte (default 60).")
+@click.option("--send-timeout-s", type=float, default=None,
+              help="Close a connection whose client reads nothing for this long (default 60).")
+@click.option("--max-header-bytes", type=int, default=None,
+              help="Largest request line + headers (default 32 KiB); larger gets 431.")
+@click.option("--max-connections", type=int, default=None,
+              help="Most open HTTP connections (default 4096); more get 503 and are closed.")
+@click.option("--max-pipeline-bytes", type=int, default=None,
+              help="Bytes of pipelined requests queued per connection before reading pauses "
+                   "(default 1 MiB).")
+@click.option("--drain-timeout-s", type=float, default=None,
+              help="On shutdown, seconds in-flight requests may finish before they are "
+                   "cancelled (default 30).")
 @click.option("--request-timeout-s", type=float, default=None,
               help="Default inference deadline in seconds (default 60; 0 = none).")
 @click.option("--store", envvar="FERRY_STORE", default=None,

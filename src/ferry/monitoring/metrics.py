@@ -49,6 +49,27 @@ class Metrics:
             "ferry_model_ready", "1 while the version is live, else 0.", ["model", "version"],
             registry=r)
 
+        # -- HTTP server (ferry.protocols.http): rare events only, never per request ---------
+        self.http_connections = Gauge(
+            "ferry_http_connections", "Open HTTP connections.", registry=r)
+        self.http_connections_refused = Counter(
+            "ferry_http_connections_refused", "HTTP connections refused (503, then closed) "
+            "because --max-connections were open.", registry=r)
+        self.http_connections_closed = Counter(
+            "ferry_http_connections_closed", "HTTP connections closed by the server before the "
+            "client: header_timeout, body_timeout, idle_timeout (keep-alive), send_timeout (the "
+            "client read nothing) or drain (still busy at the shutdown deadline).", ["reason"],
+            registry=r)
+        self.http_rejects = Counter(
+            "ferry_http_early_rejects", "Requests answered before being read to the end, then "
+            "closed: 400 malformed, 413 body too large, 431 header too large, 404/405 to an "
+            "Expect: 100-continue, 408 to a request late behind pipelined ones.", ["status"],
+            registry=r)
+        self.http_write_pauses = Counter(
+            "ferry_http_write_pauses", "Times a connection's send buffer filled (the client "
+            "reads slower than it asks): reading and the next pipelined request wait.",
+            registry=r)
+
         # -- evaluation store and monitoring (ferry.evalstore, ferry.monitoring) -------------
         self.store_written = Counter(
             "ferry_evalstore_written", "Prediction records written to the evaluation store.",

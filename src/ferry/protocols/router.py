@@ -61,6 +61,8 @@ def error_response(exc: FerryError) -> Response:
     response = json_response({"error": exc.message}, exc.http_status)
     if isinstance(exc, Unavailable) and exc.retry_after is not None:
         response.headers = [("retry-after", str(max(1, round(exc.retry_after))))]
+    elif isinstance(exc, MethodNotAllowed) and exc.allowed:
+        response.headers = [("allow", ", ".join(exc.allowed))]
     return response
 
 
@@ -104,7 +106,13 @@ class RouteDoc:
 
 
 class Router:
-    """Method + path -> handler. Paths are literal or hold ``{name}`` segments."""
+    """Method + path -> handler. Paths are literal or hold ``{name}`` segments.
+
+    ``match`` takes the path as sent, still percent-encoded, and decodes each captured
+    segment once: ``/v2/models/a%2Fb/infer`` names the model ``a/b``, and ``%2541`` is ``%41``.
+    ``HEAD`` is answered by the ``GET`` handler (the server drops the body); a 405 carries
+    the methods the path has in ``MethodNotAllowed.allowed``.
+    """
 
     def __init__(self) -> None:
         self._exact: dict[str, dict[str, Handler]] = {}
@@ -149,7 +157,8 @@ class Router:
         self._patterns.append((regex, dict.fromkeys(MOUNT_METHODS, handler)))
 
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
-        """The handler and path parameters (a fresh dict) for a request."""
+        """The handler and path parameters (a fresh dict) for a request; ``path`` as sent
+        (percent-encoded)."""
         hit = self._recent.get((method, path))
         if hit is not None:
             return hit[0], dict(hit[1])
@@ -171,7 +180,10 @@ class Router:
         if methods is None:
             raise NotFound(f"no route for {path}")
         handler = methods.get(method)
+        if handler is None and method == "HEAD":
+            handler = methods.get("GET")
         if handler is None:
+            allowed = sorted({*methods, "HEAD"} if "GET" in methods else methods)
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use "
-                                   f"{' or '.join(sorted(methods))}")
+                                   f"{' or '.join(allowed)}", tuple(allowed))
         return handler, params
