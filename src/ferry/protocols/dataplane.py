@@ -20,11 +20,12 @@ from ferry.errors import (FerryError, Forbidden, ModelNotReady, Unauthorized,
                           UnknownOutput)
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.manager import ModelManager
+from ferry.protocols import classification
 from ferry.scheduler.tensors import check_inputs
 from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 
 
 log = logging.getLogger("ferry.dataplane")
@@ -179,10 +180,12 @@ class DataPlane:
         started = time.monotonic()
         harness = self.manager.get(request.model.name, request.model.version)
         metrics = harness.metrics
+        classes: dict[str, int] = {}
         try:
             rows = check_inputs(harness.signature, request.inputs, harness.max_batch_size)
             if request.outputs:
                 self._check_outputs(harness.signature, [o.name for o in request.outputs])
+                classes = classification.requested(request.outputs, harness.signature)
             deadline = request.deadline
             if deadline is None and self.default_timeout_s:
                 deadline = started + self.default_timeout_s
@@ -214,6 +217,9 @@ class DataPlane:
                     log.exception("inference observer %r failed", observer)
         if request.outputs:
             outputs = {o.name: outputs[o.name] for o in request.outputs}
+            if classes:  # Triton's classification extension, after the observers saw scores
+                outputs = classification.apply(outputs, classes, harness.max_batch_size > 0,
+                                               harness.labels)
         return InferResponse(harness.model, str(harness.version), outputs, request.id,
                              request.parameters)
 

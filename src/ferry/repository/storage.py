@@ -42,6 +42,11 @@ class ArtifactStorage(ABC):
         """The text of ``<model>/model.yaml``, or None when absent."""
 
     @abstractmethod
+    def read_model_file(self, model: str, path: str) -> bytes | None:
+        """The bytes of ``<model>/<path>`` (a file beside ``model.yaml``, e.g. a labels
+        file), or None when absent."""
+
+    @abstractmethod
     def list_versions(self, model: str) -> dict[str, str]:
         """Folder name -> fingerprint for each folder inside the model folder."""
 
@@ -76,6 +81,10 @@ class LocalStorage(ArtifactStorage):
     def read_manifest(self, model: str) -> str | None:
         path = self.root / model / "model.yaml"
         return path.read_text() if path.is_file() else None
+
+    def read_model_file(self, model: str, path: str) -> bytes | None:
+        file = self.root / model / path
+        return file.read_bytes() if file.is_file() else None
 
     def list_versions(self, model: str) -> dict[str, str]:
         folder = self.root / model
@@ -121,6 +130,13 @@ class FsspecStorage(ArtifactStorage):
         try:
             with self.fs.open(path, "rb") as fh:
                 return fh.read().decode()  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def read_model_file(self, model: str, path: str) -> bytes | None:
+        try:
+            with self.fs.open(f"{self.root}/{model}/{path}", "rb") as fh:
+                return fh.read()  # type: ignore[no-any-return]
         except FileNotFoundError:
             return None
 
