@@ -1,10 +1,14 @@
-"""KServe V2 datatype names and their NumPy equivalents, in one table."""
+"""KServe V2 datatype names and their NumPy equivalents, in one table; BYTES as text."""
 
 from __future__ import annotations
 
 import numpy as np
 
-#: V2 datatype name -> NumPy dtype. BYTES tensors are object arrays of ``bytes``.
+from ferry.errors import DatatypeMismatch
+
+#: V2 datatype name -> NumPy dtype. BYTES tensors are object arrays: of ``bytes`` as the
+#: protocols decode them, of ``str`` for text inputs (``as_text``) and for the string outputs
+#: of ONNX Runtime and scikit-learn. The codecs write ``str`` elements as UTF-8.
 V2_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -42,3 +46,37 @@ def v2_datatype(dtype: np.dtype) -> str:
     if dtype.kind in ("U", "S", "O"):
         return "BYTES"
     return NUMPY_TO_V2[dtype.newbyteorder("=")]
+
+
+def as_text(arr: np.ndarray, field: str) -> np.ndarray:
+    """A BYTES tensor as an object array of ``str``, for a model that takes text (an ONNX
+    string tensor, a scikit-learn column of categories).
+
+    ``bytes`` elements are decoded as UTF-8 (empty strings and NUL bytes included); ``str``
+    elements pass as they are. An element that is not valid UTF-8 raises
+    ``DatatypeMismatch`` naming ``field`` and the element: such a model cannot receive it.
+    """
+    kind = arr.dtype.kind
+    if kind == "U":
+        return arr.astype(object)
+    flat = arr.reshape(-1)
+    if kind == "O" and all(type(v) is str for v in flat.tolist()):
+        return arr  # decoded already (a served request, checked once)
+    try:
+        values = [v.decode() if isinstance(v, bytes) else v for v in flat.tolist()]
+    except UnicodeDecodeError:
+        values = []  # find the element at fault, for the message
+        for i, v in enumerate(flat.tolist()):
+            try:
+                values.append(v.decode() if isinstance(v, bytes) else v)
+            except UnicodeDecodeError as exc:
+                raise DatatypeMismatch(
+                    f"{field}: element {i} is not valid UTF-8 ({exc.reason} at byte "
+                    f"{exc.start}); this model takes text, so send UTF-8 strings") from None
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise DatatypeMismatch(f"{field}: element {i} is {type(v).__name__}, not a "
+                                   f"string; this model takes text")
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out.reshape(arr.shape)

@@ -15,6 +15,7 @@ Example::
     instances: 1
     threads: 1
     version_policy: {latest: 2}
+    labels: {probabilities: labels.txt}   # class names for the classification extension
     monitoring:                      # drift thresholds, quality overrides, alerts
       drift: {wasserstein: 0.15, features: {f0: {wasserstein: 0.3}}}
       quality: {min_rows: 100, features: {f0: {min: 0, max: 120}}}
@@ -22,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -149,6 +150,12 @@ class ModelManifest(_Strict):
     """Threads per instance inside the runtime (ONNX Runtime intra-op threads)."""
     version_policy: VersionPolicy = VersionPolicy()
     """Which versions are live."""
+    labels: dict[str, str] = {}
+    """Output name -> labels file, a path relative to the model folder (beside
+    ``model.yaml``): one class label per line, line i naming class i. Used when a request
+    asks for that output as its top k classes (Triton's classification extension: elements
+    ``"score:index:label"``). Read when a version loads; an output the model lacks, or a
+    missing file, fails the load. (Triton's ``label_filename`` maps here.)"""
     parameters: dict[str, Any] = {}
     """Runtime-specific settings (e.g. ``predictor`` for the python runtime)."""
     warmup: bool = True
@@ -171,6 +178,15 @@ class ModelManifest(_Strict):
                     raise ValueError(f"max_batch_size is {self.max_batch_size} but "
                                      f"{t.name!r} has shape {t.shape}; a batching model's "
                                      f"tensors start with the batch axis -1")
+        return self
+
+    @model_validator(mode="after")
+    def _labels_paths(self) -> ModelManifest:
+        for output, path in self.labels.items():
+            parts = PurePosixPath(path).parts
+            if not path or path.startswith(("/", "\\")) or ".." in parts or ":" in path:
+                raise ValueError(f"labels.{output}: {path!r} must be a path inside the model "
+                                 f"folder, relative to it (e.g. labels.txt)")
         return self
 
     @model_validator(mode="after")

@@ -24,6 +24,9 @@ class TensorSpec:
     shape: tuple[int, ...]
     allow_nan: bool = True
     """Whether NaN values are accepted (float inputs only)."""
+    text: bool = False
+    """BYTES inputs only: the model takes text (an ONNX string tensor, scikit-learn string
+    categories). Requests' elements must be UTF-8 and reach the runtime as ``str``."""
 
     def metadata(self) -> dict[str, Any]:
         """The V2 tensor metadata: ``{"name", "datatype", "shape"}``."""

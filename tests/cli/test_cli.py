@@ -59,7 +59,7 @@ def test_predict_from_file_and_version(server, tmp_path):
 
 def test_predict_errors_are_clear(server):
     result = CliRunner().invoke(cli, ["predict", "nope", "--data", "[[1]]", "--url", server.url])
-    assert result.exit_code != 0 and "unknown model 'nope'" in result.output
+    assert result.exit_code != 0 and "unknown model: 'nope' is not found" in result.output
     result = CliRunner().invoke(cli, ["predict", "iris", "--data", "[[1", "--url", server.url])
     assert result.exit_code != 0 and "not valid JSON" in result.output
     result = CliRunner().invoke(cli, ["predict", "iris", "--data", "[[1]]",

@@ -84,11 +84,12 @@ def test_repository_index(client):
 @pytest.mark.parametrize(("call", "code", "words"), [
     (lambda s: s.ModelInfer(pb.ModelInferRequest(model_name="nope", inputs=[
         pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1])],
-        raw_input_contents=[b"\0\0\0\0"])), grpc.StatusCode.NOT_FOUND, "unknown model"),
+        raw_input_contents=[b"\0\0\0\0"])), grpc.StatusCode.NOT_FOUND,
+        "Request for unknown model: 'nope' is not found"),
     (lambda s: s.ModelMetadata(pb.ModelMetadataRequest(name="iris", version="9")),
-     grpc.StatusCode.NOT_FOUND, "no served version 9"),
+     grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'iris' version 9 is not found"),
     (lambda s: s.ModelReady(pb.ModelReadyRequest(name="nope")), grpc.StatusCode.NOT_FOUND,
-     "unknown model"),
+     "Request for unknown model: 'nope' is not found"),
     (lambda s: s.ModelInfer(pb.ModelInferRequest(model_name="broken", inputs=[
         pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1])],
         raw_input_contents=[b"\0\0\0\0"])), grpc.StatusCode.UNAVAILABLE, "no ready version"),

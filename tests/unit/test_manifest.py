@@ -272,3 +272,18 @@ def test_non_mapping_yaml(tmp_path: Path, text: str, kind: str) -> None:
 def test_falsy_non_mapping_yaml(tmp_path: Path, text: str, kind: str) -> None:
     with pytest.raises(ManifestError, match=f"got {kind}"):
         load_manifest(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(("path", "ok"), [
+    ("labels.txt", True), ("classes/iris.txt", True), ("./labels.txt", True),
+    ("", False), ("/etc/passwd", False), ("../other/labels.txt", False),
+    ("classes/../../x", False), ("\\\\server\\share", False), ("C:labels.txt", False),
+])
+def test_labels_files_stay_inside_the_model_folder(path: str, ok: bool) -> None:
+    raw = {"labels": {"probabilities": path}}
+    if ok:
+        assert parse_manifest(raw).labels == {"probabilities": path}
+    else:
+        with pytest.raises(ManifestError, match="labels.probabilities: .* must be a path "
+                                                "inside the model folder"):
+            parse_manifest(raw)

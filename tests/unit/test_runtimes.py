@@ -615,3 +615,37 @@ def test_builtin_classes() -> None:
     assert registry.runtime_class("python") is PythonRuntime
     assert SklearnRuntime.executes_code_on_load
     assert not OnnxRuntime.executes_code_on_load and not PythonRuntime.thread_safe
+
+
+def test_sklearn_bytes_input_reaches_the_estimator_as_str(tmp_path: Path) -> None:
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    x = np.array([["red", "s"], ["blue", "l"], ["caf\u00e9", "s"], ["red", "l"]] * 5,
+                 dtype=object)
+    y = np.array([0, 1, 2, 0] * 5)
+    model = make_pipeline(OneHotEncoder(), LogisticRegression(max_iter=500)).fit(x, y)
+    path = version(tmp_path)
+    joblib.dump(model, path / "model.joblib")
+    rt = SklearnRuntime(parse_manifest({"inputs": [
+        {"name": "input", "datatype": "BYTES", "shape": [-1, 2]}]}))
+    rt.load(path)
+    assert rt.signature().inputs[0].text
+    sent = np.empty((4, 2), dtype=object)  # as the protocols decode them: bytes
+    sent[:] = [[v.encode() for v in row] for row in x[:4].tolist()]
+    out = rt.predict({"input": sent})
+    assert out["label"].tolist() == model.predict(x[:4]).tolist()
+
+
+def test_boosters_refuse_a_bytes_input(tmp_path: Path) -> None:
+    import xgboost
+
+    path = version(tmp_path)
+    booster = xgboost.train({"objective": "reg:squarederror", "nthread": 1},
+                            xgboost.DMatrix(X_IRIS, label=Y_IRIS), num_boost_round=2)
+    booster.save_model(str(path / "model.json"))
+    rt = XGBoostRuntime(parse_manifest({"inputs": [
+        {"name": "input", "datatype": "BYTES", "shape": [-1, 4]}]}))
+    with pytest.raises(ModelLoadError, match="input 'input' as BYTES, but xgboost boosters "
+                                             "take numbers only"):
+        rt.load(path)

@@ -60,3 +60,18 @@ def test_fsspec_storage_materializes_into_the_cache(tmp_path):
     assert local == entry.versions[1]
     storage.release("m", "1", local)
     assert not local.exists()
+
+
+def test_files_beside_the_manifest_are_read_from_either_storage(tmp_path):
+    import fsspec
+
+    make_repo(tmp_path / "local")
+    (tmp_path / "local" / "m" / "classes").mkdir()
+    (tmp_path / "local" / "m" / "classes" / "labels.txt").write_bytes(b"cat\ndog\n")
+    fs = fsspec.filesystem("memory")
+    fs.pipe(f"/l-{tmp_path.name}/m/1/model.onnx", b"weights")
+    fs.pipe(f"/l-{tmp_path.name}/m/classes/labels.txt", b"cat\ndog\n")
+    for storage in (LocalStorage(tmp_path / "local"),
+                    FsspecStorage(f"memory:///l-{tmp_path.name}", tmp_path / "cache")):
+        assert storage.read_model_file("m", "classes/labels.txt") == b"cat\ndog\n"
+        assert storage.read_model_file("m", "missing.txt") is None

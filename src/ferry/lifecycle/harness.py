@@ -61,6 +61,8 @@ class VersionHarness:
         self.max_batch_size = 0
         self.split_large_requests = False
         """A request of more than ``max_batch_size`` rows runs in chunks (``sizes.py``)."""
+        self.labels: dict[str, list[str]] = {}
+        """Output name -> class labels, from the manifest's ``labels`` files."""
         self.batcher: DynamicBatcher | None = None
         self._runtimes: list[Runtime] = []
         self._pool: InstancePool | None = None
@@ -126,6 +128,7 @@ class VersionHarness:
             self.signature = limits.signature
             self.max_batch_size = limits.max_batch_size
             self.split_large_requests = limits.split
+            self.labels = self._read_labels()
             started = time.monotonic()
             for runtime in runtimes:
                 self._warm_up(runtime)
@@ -154,6 +157,29 @@ class VersionHarness:
             log.warning("model %s version %d: generated warm-up request failed (%s: %s); "
                         "add warmup/*.npz or set warmup: false", self.model, self.version,
                         type(exc).__name__, exc)
+
+    def _read_labels(self) -> dict[str, list[str]]:
+        """One class label per line of each labels file, line i naming class i."""
+        labels = {}
+        outputs = [o.name for o in self.signature.outputs]
+        for output, path in self.manifest.labels.items():
+            if output not in outputs:
+                raise ModelLoadError(f"model.yaml labels names output {output!r}, which the "
+                                     f"model does not have; its outputs are {outputs}")
+            if self.storage is not None:
+                where = f"{self.storage.uri}/{self.model}/{path}"
+                data = self.storage.read_model_file(self.model, path)
+            else:
+                file = self.path.parent / path
+                where, data = str(file), file.read_bytes() if file.is_file() else None
+            if data is None:
+                raise ModelLoadError(f"{where}: no such labels file (model.yaml labels."
+                                     f"{output}; paths are relative to the model folder)")
+            try:
+                labels[output] = data.decode().splitlines()
+            except UnicodeDecodeError:
+                raise ModelLoadError(f"{where}: a labels file must be UTF-8 text") from None
+        return labels
 
     async def unload(self, drain_timeout: float = 30.0) -> None:
         """Finish what was queued, then release the runtime. Call after the manager stopped

@@ -211,8 +211,8 @@ class ModelManager:
         except Exception as exc:
             raise RepositoryError(f"repository {self.storage.uri} unreachable: {exc}") from None
         if name not in names:
-            raise ModelNotFound(f"no model folder {name!r} in {self.storage.uri}; models: "
-                                f"{names}")
+            raise ModelNotFound(f"failed to load '{name}': no model folder {name!r} in "
+                                f"{self.storage.uri}; models: {names}")
         if override is not None:
             return await self._load_with_override(name, override)
         served = await self.reconcile_model(name, True, api_load=True)
@@ -245,7 +245,7 @@ class ModelManager:
                 f"v{h.version}: {h.reason}" for h in served.versions.values() if h.reason]
             if served is not None and served.entry.error:
                 reasons.append(served.entry.error)
-            raise RepositoryError(f"failed to load {name!r}: " + ("; ".join(reasons)
+            raise RepositoryError(f"failed to load '{name}': " + ("; ".join(reasons)
                                                                    or "no version folders"))
         return served
 
@@ -261,8 +261,9 @@ class ModelManager:
     def model(self, name: str) -> ServedModel:
         served = self.models.get(name)
         if served is None:
-            raise ModelNotFound(f"unknown model {name!r}; served models: "
-                                f"{sorted(self.models) or 'none'}")
+            # worded as Triton words it: its clients and tests match the start
+            raise ModelNotFound(f"Request for unknown model: '{name}' is not found; served "
+                                f"models: {sorted(self.models) or 'none'}")
         return served
 
     def get(self, name: str, version: int | None = None) -> VersionHarness:
@@ -280,8 +281,8 @@ class ModelManager:
             return harness
         harness = served.versions.get(version)
         if harness is None:
-            raise VersionNotFound(f"model {name!r} has no served version {version}; served "
-                                  f"versions: {sorted(served.versions)}")
+            raise VersionNotFound(f"Request for unknown model: '{name}' version {version} is "
+                                  f"not found; served versions: {sorted(served.versions)}")
         if not harness.ready:
             raise ModelNotReady(f"model {name!r} version {version} is {harness.state.value}"
                                 + (f": {harness.reason}" if harness.reason else ""))

@@ -23,12 +23,13 @@ from ferry.lifecycle.manager import ModelManager, ServedModel
 from ferry.monitoring.stats import model_statistics
 from ferry.protocols.model_config import model_config as config_json
 from ferry.protocols.model_config import override_settings
+from ferry.protocols import classification
 from ferry.scheduler.tensors import check_inputs
 from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics",
-              "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration",
+              "model_repository", "statistics"]
 
 
 log = logging.getLogger("ferry.dataplane")
@@ -228,10 +229,12 @@ class DataPlane:
         started = time.monotonic()
         harness = self.manager.get(request.model.name, request.model.version)
         metrics = harness.metrics
+        classes: dict[str, int] = {}
         try:
             rows = check_inputs(harness.signature, request.inputs, harness.max_batch_size)
             if request.outputs:
                 self._check_outputs(harness.signature, [o.name for o in request.outputs])
+                classes = classification.requested(request.outputs, harness.signature)
             deadline = request.deadline
             if deadline is None and self.default_timeout_s:
                 deadline = started + self.default_timeout_s
@@ -265,6 +268,9 @@ class DataPlane:
                     log.exception("inference observer %r failed", observer)
         if request.outputs:
             outputs = {o.name: outputs[o.name] for o in request.outputs}
+            if classes:  # Triton's classification extension, after the observers saw scores
+                outputs = classification.apply(outputs, classes, harness.max_batch_size > 0,
+                                               harness.labels)
         return InferResponse(harness.model, str(harness.version), outputs, request.id,
                              request.parameters)
 

@@ -49,6 +49,11 @@ class ArtifactStorage(ABC):
         return self.read_model_file(model, "model.yaml")
 
     @abstractmethod
+    def read_model_file(self, model: str, path: str) -> bytes | None:
+        """The bytes of ``<model>/<path>`` (a file beside ``model.yaml``, e.g. a labels
+        file), or None when absent."""
+
+    @abstractmethod
     def list_versions(self, model: str) -> dict[str, str]:
         """Folder name -> fingerprint for each folder inside the model folder."""
 
@@ -83,6 +88,10 @@ class LocalStorage(ArtifactStorage):
     def read_model_file(self, model: str, file_name: str) -> str | None:
         path = self.root / model / file_name
         return path.read_text() if path.is_file() else None
+
+    def read_model_file(self, model: str, path: str) -> bytes | None:
+        file = self.root / model / path
+        return file.read_bytes() if file.is_file() else None
 
     def list_versions(self, model: str) -> dict[str, str]:
         folder = self.root / model
@@ -129,6 +138,13 @@ class FsspecStorage(ArtifactStorage):
         try:
             with self.fs.open(path, "rb") as fh:
                 return fh.read().decode()  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def read_model_file(self, model: str, path: str) -> bytes | None:
+        try:
+            with self.fs.open(f"{self.root}/{model}/{path}", "rb") as fh:
+                return fh.read()  # type: ignore[no-any-return]
         except FileNotFoundError:
             return None
 

@@ -22,8 +22,10 @@ user class (``model.py`` in a version folder)::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 
+from ferry.datatypes import as_text
 from ferry.manifest import ModelManifest
 from ferry.types import Signature, Tensors
 
@@ -95,3 +97,17 @@ class Runtime(ABC):
         return Signature(
             tuple(t.spec() for t in inputs) if inputs is not None else fallback.inputs,
             tuple(t.spec() for t in outputs) if outputs is not None else fallback.outputs)
+
+
+def with_text_inputs(signature: Signature, names: set[str] | frozenset[str]) -> Signature:
+    """``signature`` with its BYTES inputs in ``names`` marked as text (``TensorSpec.text``):
+    requests' bytes reach the runtime as UTF-8 decoded ``str``."""
+    return Signature(tuple(replace(s, text=True) if s.datatype == "BYTES" and s.name in names
+                           else s for s in signature.inputs), signature.outputs)
+
+
+def text_inputs(inputs: Tensors, names: tuple[str, ...]) -> Tensors:
+    """``inputs`` with the tensors named in ``names`` as ``str`` arrays. Served requests
+    arrive decoded already (``check_inputs``); warm-up and batch scoring may pass bytes."""
+    return {name: as_text(arr, f"input {name!r}") if name in names else arr
+            for name, arr in inputs.items()}

@@ -1,7 +1,9 @@
 """XGBoost and LightGBM boosters from their native model files (no pickles).
 
 Input ``input`` ``[-1, num_features]`` FP32, output ``predictions`` (``[-1]``, or
-``[-1, num_class]`` for multi-class), unless the manifest declares the signature.
+``[-1, num_class]`` for multi-class), unless the manifest declares the signature. Boosters
+take numbers only: a declared BYTES input fails the load (encode categories before them, in
+a python model or an ONNX graph).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class _Booster(Runtime):
         default = Signature((TensorSpec("input", "FP32", (-1, n_features)),),
                             (TensorSpec("predictions", "FP32", out_shape),))
         self._signature = self.declared_signature(default) or default
+        for spec in self._signature.inputs:
+            if spec.datatype == "BYTES":
+                raise ModelLoadError(f"model.yaml declares input {spec.name!r} as BYTES, but "
+                                     f"{self.name} boosters take numbers only")
         self._input = self._signature.inputs[0].name
         self._output = self._signature.outputs[0].name
 

@@ -1,4 +1,9 @@
-"""ONNX Runtime: one ``InferenceSession`` per version, signature read from the graph."""
+"""ONNX Runtime: one ``InferenceSession`` per version, signature read from the graph.
+
+String tensors: ONNX Runtime takes object arrays of ``str`` and gives them back. A graph's
+string inputs are text inputs (``TensorSpec.text``), so requests' BYTES arrive decoded;
+string outputs leave as ``str`` and the codecs write them as UTF-8 BYTES.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 import onnxruntime as ort
 
 from ferry.errors import ModelLoadError
-from ferry.runtimes.base import Runtime
+from ferry.runtimes.base import Runtime, text_inputs, with_text_inputs
 from ferry.types import Signature, TensorSpec, Tensors
 
 _ONNX_TO_V2 = {
@@ -50,11 +55,16 @@ class OnnxRuntime(Runtime):
         graph = Signature(
             tuple(s for s in map(_spec, self._session.get_inputs()) if s is not None),
             tuple(s for s in map(_spec, self._session.get_outputs()) if s is not None))
-        self._signature = _merge(graph, self.declared_signature(graph), version_dir)
+        strings = {a.name for a in self._session.get_inputs() if a.type == "tensor(string)"}
+        self._signature = with_text_inputs(
+            _merge(graph, self.declared_signature(graph), version_dir), strings)
+        self._text = tuple(s.name for s in self._signature.inputs if s.text)
         self._output_names = [o.name for o in self._signature.outputs]
         self._run = self._session.run
 
     def predict(self, inputs: Tensors) -> Tensors:
+        if self._text:  # empty for numeric graphs: no work per request
+            inputs = text_inputs(inputs, self._text)
         values = self._run(self._output_names, inputs)
         return dict(zip(self._output_names, values, strict=True))
 

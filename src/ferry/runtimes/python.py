@@ -5,7 +5,9 @@ The class is named by ``parameters: {predictor: ClassName}`` in ``model.yaml``, 
 only class in ``model.py`` with both ``load`` and ``predict``. It is created with no
 arguments, then ``load(version_dir)`` is called once; ``predict(inputs)`` takes and returns
 ``dict[str, np.ndarray]``. The manifest declares the signature (``inputs`` and ``outputs``),
-unless the class has a ``signature()`` returning a ``ferry.Signature``.
+unless the class has a ``signature()`` returning a ``ferry.Signature``. BYTES inputs arrive as
+object arrays of ``bytes``, exactly as sent (decode them if they are text); BYTES outputs may
+hold ``bytes`` or ``str`` (written as UTF-8).
 
 ``model.py`` is code: it runs with the server's rights, like any code in the repository.
 """

@@ -5,7 +5,9 @@ operator marked trusted (``ferry serve --trust-pickles``).
 
 Outputs: classifiers give ``label`` and, with ``predict_proba``, ``probabilities``;
 regressors and everything else give ``predictions``. The single input is ``input``
-``[-1, n_features_in_]`` unless the manifest declares the signature.
+``[-1, n_features_in_]`` unless the manifest declares the signature. A declared BYTES input
+is text: the estimator gets an object array of ``str`` (what encoders of string categories
+expect), and string class labels leave as BYTES.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ferry.errors import ModelLoadError
-from ferry.runtimes.base import Runtime
+from ferry.runtimes.base import Runtime, text_inputs, with_text_inputs
 from ferry.types import Signature, TensorSpec, Tensors
 
 
@@ -39,8 +41,10 @@ class SklearnRuntime(Runtime):
                                  f"no predict()")
         self._proba = hasattr(self._model, "predict_proba") and hasattr(self._model, "classes_")
         inferred = self._infer_signature()
-        self._signature = self.declared_signature(inferred) or inferred
+        signature = self.declared_signature(inferred) or inferred
+        self._signature = with_text_inputs(signature, {s.name for s in signature.inputs})
         self._input = self._signature.inputs[0].name
+        self._text = tuple(s.name for s in self._signature.inputs if s.text)
 
     def _infer_signature(self) -> Signature:
         n = int(getattr(self._model, "n_features_in_", -1))
@@ -56,6 +60,8 @@ class SklearnRuntime(Runtime):
         return Signature(inputs, outputs)
 
     def predict(self, inputs: Tensors) -> Tensors:
+        if self._text:
+            inputs = text_inputs(inputs, self._text)
         x = inputs[self._input]
         names = [o.name for o in self._signature.outputs]
         if self._proba:

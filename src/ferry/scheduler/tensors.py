@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferry.datatypes import V2_TO_NUMPY, numpy_dtype
-from ferry.errors import (DatatypeMismatch, InvalidValue, MissingInput, ShapeMismatch,
-                          UnknownInput)
+from ferry.datatypes import V2_TO_NUMPY, as_text, numpy_dtype
+from ferry.errors import (DatatypeMismatch, InvalidValue, MissingInput,
+                          ShapeMismatch, UnknownInput)
 from ferry.types import Signature, TensorSpec, Tensors
 
 
@@ -14,7 +14,9 @@ def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> 
     """Raise an ``InvalidInput`` naming the field if ``inputs`` do not fit ``signature``.
 
     Returns the number of rows (1 for a model without a batch dimension). More rows than
-    ``max_batch_size`` are not an error: the batcher runs such a request on its own.
+    ``max_batch_size`` are not an error: the batcher runs such a request on its own. Text
+    inputs (``spec.text``) are decoded to ``str`` in ``inputs`` here, once per request, so
+    that a request holding bytes that are not UTF-8 fails alone, before it can join a batch.
     """
     specs = signature.inputs
     if len(inputs) != len(specs) or any(s.name not in inputs for s in specs):
@@ -43,6 +45,8 @@ def check_inputs(signature: Signature, inputs: Tensors, max_batch_size: int) -> 
             elif shape[0] != rows:
                 raise ShapeMismatch(f"input {spec.name!r} has {shape[0]} rows but other "
                                     f"inputs have {rows}; every input needs the same batch size")
+        if spec.text:
+            inputs[spec.name] = as_text(arr, f"input {spec.name!r}")
         if not spec.allow_nan and arr.dtype.kind == "f" and np.isnan(arr).any():
             raise InvalidValue(f"input {spec.name!r} holds NaN, which this model does not "
                                f"accept (allow_nan: false in model.yaml)")
