@@ -64,7 +64,7 @@ def scan_model(where: ArtifactStorage | Path, model: str | None = None) -> Model
         storage, name = LocalStorage(where.parent), where.name
     folder_uri = f"{storage.uri}/{name}"
     text = storage.read_manifest(name)
-    config_text = storage.read_model_file(name, CONFIG_FILE)
+    config_text = storage.read_model_text(name, CONFIG_FILE)
     manifest: ModelManifest | None
     error, config = None, None
     try:

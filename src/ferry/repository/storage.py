@@ -39,14 +39,15 @@ class ArtifactStorage(ABC):
     def list_models(self) -> list[str]:
         """Names of model folders (hidden and ``_``-prefixed names excluded)."""
 
-    @abstractmethod
-    def read_model_file(self, model: str, file_name: str) -> str | None:
-        """The text of ``<model>/<file_name>`` (``model.yaml``, ``config.pbtxt``), or None
+    def read_model_text(self, model: str, path: str) -> str | None:
+        """The UTF-8 text of ``<model>/<path>`` (``model.yaml``, ``config.pbtxt``), or None
         when absent."""
+        data = self.read_model_file(model, path)
+        return None if data is None else data.decode()
 
     def read_manifest(self, model: str) -> str | None:
         """The text of ``<model>/model.yaml``, or None when absent."""
-        return self.read_model_file(model, "model.yaml")
+        return self.read_model_text(model, "model.yaml")
 
     @abstractmethod
     def read_model_file(self, model: str, path: str) -> bytes | None:
@@ -84,10 +85,6 @@ class LocalStorage(ArtifactStorage):
         if not self.root.is_dir():
             raise FileNotFoundError(f"model repository {self.root} is not a folder")
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _visible(p.name))
-
-    def read_model_file(self, model: str, file_name: str) -> str | None:
-        path = self.root / model / file_name
-        return path.read_text() if path.is_file() else None
 
     def read_model_file(self, model: str, path: str) -> bytes | None:
         file = self.root / model / path
@@ -132,14 +129,6 @@ class FsspecStorage(ArtifactStorage):
 
     def list_models(self) -> list[str]:
         return [n for n in self._ls_dirs(self.root) if _visible(n)]
-
-    def read_model_file(self, model: str, file_name: str) -> str | None:
-        path = f"{self.root}/{model}/{file_name}"
-        try:
-            with self.fs.open(path, "rb") as fh:
-                return fh.read().decode()  # type: ignore[no-any-return]
-        except FileNotFoundError:
-            return None
 
     def read_model_file(self, model: str, path: str) -> bytes | None:
         try:
