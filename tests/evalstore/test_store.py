@@ -187,7 +187,7 @@ def test_schema_is_versioned_and_sqlite_uses_wal(tmp_path):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA page_size")).scalar() == SQLITE_PAGE_SIZE
         assert conn.execute(text("SELECT version FROM ferry_schema")).scalars().all() == [
-            1, 2, 3]
+            1, 2, 3, 4]
     engine.dispose()
     engine2.dispose()
     assert orjson.loads(b"[1]") == [1]

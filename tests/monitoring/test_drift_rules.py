@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ferry.evalstore import codec
-from ferry.monitoring.alerts import AlertState, evaluate, parse_rule
+from ferry.monitoring.alerts import evaluate, parse_rule
 from ferry.monitoring.drift import DriftSettings, drift_report
 from ferry.monitoring.reference import Profile, build_profile
 
@@ -55,14 +55,10 @@ def test_codec_decodes_mixed_batches_in_order():
     assert tensors["s"].tolist() == ["r1", "r3", "r3", "r3", "r1", "r2", "r2"]
 
 
-def test_alert_rules_fire_once_and_resolve():
+def test_alert_rules_evaluate_over_report_paths():
     rule = parse_rule("drift.feature_share > 0.3")
-    state = AlertState()
     hot = {"drift": {"feature_share": 0.5}}
     assert evaluate(rule, hot) == (True, 0.5)
-    assert state.update("m:a", True, {}) == "firing"
-    assert state.update("m:a", True, {}) is None  # deduplicated
-    assert state.update("m:a", False, {}) == "resolved"
     assert evaluate(parse_rule("perf.accuracy < 0.8"), {"performance": {}}) == (False, None)
     assert evaluate(parse_rule("quality.null_rate.age > 0.05"),
                     {"quality": {"null_rate": {"age": 0.2}}})[0]

@@ -12,6 +12,9 @@ Tables:
   rebuilds it from the output's staging, which keeps the same counts);
 - ``batch_schedules``: cron schedules and the last fire time each one claimed (the claim is
   a compare-and-set on that row, so two schedulers, or one restarted, never fire it twice).
+
+The tables are created when missing, in one transaction under a database lock
+(``create_tables``), so processes opening one fresh store at once create them once.
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ class RunStore:
         if self.url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         self.engine = sa.create_engine(normalize_url(self.url), **kwargs)
-        metadata.create_all(self.engine)
+        create_tables(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -284,6 +287,23 @@ class RunStore:
                 sa.or_(schedules.c.last_fire.is_(None), schedules.c.last_fire < fire),
             ).values(last_fire=fire, last_run_id=run_id))
             return result.rowcount == 1
+
+
+TABLES_LOCK = "ferry.batch.schema"
+"""The name of the lock held while the ``batch_*`` tables are created (``ferry._dblock``)."""
+
+
+def create_tables(engine: sa.Engine) -> bool:
+    """Create the ``batch_*`` tables this store lacks, under ``TABLES_LOCK``, so processes
+    opening one store at once (servers running schedules, ``ferry batch``) never race to
+    create the same table. Returns whether this call created any."""
+    from ferry._dblock import migrate_once
+
+    def missing(conn: sa.Connection) -> bool:
+        have = set(sa.inspect(conn).get_table_names())
+        return any(t.name not in have for t in metadata.sorted_tables)
+
+    return migrate_once(engine, TABLES_LOCK, missing, metadata.create_all)
 
 
 def _record(row: Any) -> RunRecord:

@@ -4,8 +4,10 @@ Tables (SQLAlchemy Core, one ``MetaData``):
 
 - ``ferry_schema``: one row per applied migration (``version``, ``applied``). Migrations
   are numbered functions in ``_MIGRATIONS``; ``open_engine`` applies the missing ones in
-  order inside a transaction, so two servers opening the same PostgreSQL store at once
-  converge (the loser of a race sees the table and skips).
+  order in one transaction that holds the store's migration lock (``ferry._dblock``: an
+  advisory lock in PostgreSQL, ``BEGIN IMMEDIATE`` in SQLite) and checks again what is
+  applied once it has it. Two servers opening one fresh store at once: one migrates, the
+  other waits for it and finds nothing to do.
 - ``prediction_batches`` (v2): one row per model version per writer flush: the records'
   inputs and outputs stacked into one ``codec`` blob each, their timestamps, latencies and
   row counts as one more blob, their request ids as a JSON list, and ``ts_min``/``ts_max``
@@ -25,6 +27,9 @@ Tables (SQLAlchemy Core, one ``MetaData``):
 - ``model_versions``: the feature layout of each served version, so tools reading the store
   (``ferry export``, ``ferry monitor --store``) name columns without the repository.
 - ``references``: reference profiles per model version (``monitoring.reference``).
+- ``alert_states`` (v4): per (model, alert) the status the replicas agreed on (firing or
+  resolved), whether its notification went out, and the lease of the replica sending it
+  (``evalstore.alertstates``, ``monitoring.firing``).
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: readers never block the writer and a
 commit costs no fsync of the main file. New SQLite files use 64 KiB pages (batch blobs are
@@ -33,11 +38,13 @@ hundreds of KiB; see ``open_engine``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -53,9 +60,13 @@ from sqlalchemy import (
     text,
     event,
     inspect,
+    select,
 )
 
+from ferry._dblock import migrate_once
 from ferry.errors import StoreUnavailable
+
+log = logging.getLogger("ferry.evalstore")
 
 metadata = MetaData()
 
@@ -147,6 +158,22 @@ references = Table(
     Column("profile", LargeBinary, nullable=False),
 )
 
+alert_states = Table(
+    "alert_states", metadata,
+    Column("model", String(128), primary_key=True),
+    Column("alert", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),  # firing | resolved
+    Column("since", Float, nullable=False),  # when the status began
+    Column("judged", Float, nullable=False),  # window end of the judgement that set it
+    Column("value", Float),
+    Column("event", Text, nullable=False),  # JSON body of the notification
+    Column("notified", Boolean, nullable=False),
+    Column("notified_at", Float),
+    Column("lease_until", Float, nullable=False),  # a replica is notifying until then
+    Column("lease_owner", String(128)),  # host:pid, for people reading the table
+    Column("seq", Integer, nullable=False),  # bumped by every claim (compare-and-set)
+)
+
 
 def _v1(conn: Connection) -> None:
     for table in (predictions, feedback, model_versions, references):
@@ -185,7 +212,12 @@ def _v3(conn: Connection) -> None:
     _ID_RANGE_INDEX.create(conn, checkfirst=True)
 
 
-_MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: Connection) -> None:
+    """Alert state shared by the replicas on one store (``monitoring.firing``)."""
+    alert_states.create(conn, checkfirst=True)
+
+
+_MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 """Migration N is ``_MIGRATIONS[N - 1]``; append, never edit a released one."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -240,21 +272,46 @@ def open_engine(url: str, migrate: bool = True) -> Engine:
     return engine
 
 
+MIGRATION_LOCK = "ferry.evalstore.schema"
+"""The name of the lock migrations hold (``ferry._dblock``)."""
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    """The migrations applied to this store (none when it has no ``ferry_schema``)."""
+    if not inspect(conn).has_table(schema_versions.name):
+        return set()
+    return {v for (v,) in conn.execute(select(schema_versions.c.version))}
+
+
 def migrate_schema(engine: Engine) -> int:
-    """Apply the migrations this store lacks; returns the schema version reached."""
-    with engine.begin() as conn:
-        schema_versions.create(conn, checkfirst=True)
-    with engine.begin() as conn:
-        applied = {v for (v,) in conn.execute(schema_versions.select().with_only_columns(
-            schema_versions.c.version))}
+    """Apply the migrations this store lacks; returns the schema version reached.
+
+    Up to date: one read, no lock. Otherwise the check and the migrations run in one
+    transaction under ``MIGRATION_LOCK``, so concurrent callers apply each migration once.
+    """
+    wanted = set(range(1, SCHEMA_VERSION + 1))
+
+    def needed(conn: Connection) -> bool:
+        applied = applied_versions(conn)
         if applied and max(applied) > SCHEMA_VERSION:
             raise StoreUnavailable(f"store schema version {max(applied)} is newer than this "
                                    f"Ferry's {SCHEMA_VERSION}; upgrade Ferry")
+        return not wanted <= applied
+
+    def migrate(conn: Connection) -> None:
+        schema_versions.create(conn, checkfirst=True)
+        applied = applied_versions(conn)
+        done = []
         for number, migration in enumerate(_MIGRATIONS, start=1):
             if number not in applied:
                 migration(conn)
                 conn.execute(schema_versions.insert(), {"version": number,
                                                         "applied": time.time()})
+                done.append(number)
+        log.info("evaluation store schema: applied migration(s) %s, now version %d",
+                 ", ".join(map(str, done)), SCHEMA_VERSION)
+
+    migrate_once(engine, MIGRATION_LOCK, needed, migrate)
     return SCHEMA_VERSION
 
 

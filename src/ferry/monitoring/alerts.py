@@ -11,10 +11,15 @@ dotted path into the report with these shortcuts:
 - ``latency.p50_ms``, ``latency.p99_ms``, ``traffic.errors``, ``window.rows``
 
 ``evaluate`` is pure: a rule whose metric is absent (no feedback yet, empty window) does not
-fire. ``AlertState`` deduplicates: an alert is reported once when it starts firing and once
-when it resolves. ``AlertLoop`` runs them every ``interval_s``: a firing alert is logged,
-exported as ``ferry_alert_firing{alert, model}``, and POSTed with its evidence to the
-model's ``webhook`` when one is configured.
+fire. ``AlertLoop`` runs them every ``interval_s`` on every replica:
+
+- each pass publishes, per model with rules or a reference profile, the drift and quality
+  gauges of its report over ``GAUGE_WINDOW`` (``monitoring.report.publish``), and exports
+  ``ferry_alert_firing{alert, model}`` (1 while the rule holds in this replica's report);
+- an alert's status lives in the store (``alert_states``): the replica that claims a change
+  (``monitoring.firing.decide``, applied by ``evalstore.alertstates.claim``) logs it and
+  POSTs it with its evidence to the model's ``webhook``, once for all replicas; a failed
+  POST is sent again on a later pass.
 """
 
 from __future__ import annotations
@@ -23,16 +28,30 @@ import asyncio
 import json
 import logging
 import operator
+import os
 import re
+import socket
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ferry.errors import FerryError, InvalidInput
+from ferry.evalstore import alertstates
+from ferry.monitoring.firing import Action, decide, firing_after, tick_of
 from ferry.monitoring.metrics import Metrics
 
 log = logging.getLogger("ferry.alerts")
+
+GAUGE_WINDOW = "1h"
+"""The window of the report each pass publishes as the drift and quality gauges (the monitor
+endpoint's default window)."""
+
+LEASE_S = 30.0
+"""How long a replica may take to send one notification (the webhook's timeout is 10 s)
+before another replica may send it again."""
+
+WEBHOOK_TIMEOUT_S = 10.0
 
 _RULE = re.compile(r"^\s*([A-Za-z_][\w.\[\]-]*)\s*(>=|<=|==|!=|>|<)\s*(-?[\d.]+(?:e-?\d+)?)\s*$")
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -89,28 +108,10 @@ def evaluate(condition: Condition, report: dict[str, Any]) -> tuple[bool, float 
     return bool(_OPS[condition.op](value, condition.threshold)), value
 
 
-@dataclass
-class AlertState:
-    """Which alerts fire now; ``update`` returns the transitions to report."""
-
-    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def update(self, key: str, fires: bool, evidence: dict[str, Any]) -> str | None:
-        if fires and key not in self.firing:
-            self.firing[key] = evidence
-            return "firing"
-        if not fires and key in self.firing:
-            del self.firing[key]
-            return "resolved"
-        if fires:
-            self.firing[key] = evidence
-        return None
-
-
 def _post(url: str, body: dict[str, Any]) -> None:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10):
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S):
         pass
 
 
@@ -122,7 +123,8 @@ class AlertLoop:
         self.store = store
         self.metrics = metrics
         self.interval_s = interval_s
-        self.state = AlertState()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        """Who holds a lease, as written in ``alert_states.lease_owner``."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -151,48 +153,103 @@ class AlertLoop:
                 latest[model] = (version, doc.get("monitoring") or {})
         return latest
 
-    def run_once(self, now: float | None = None) -> list[dict[str, Any]]:
-        """Evaluate every rule once; returns the transitions (fired / resolved)."""
-        from ferry.evalstore.windows import parse_duration
-        from ferry.monitoring.report import build_report
+    def _referenced(self, engine: Any) -> set[str]:
+        """Models with a reference profile in the store."""
+        from sqlalchemy import distinct, select
 
-        events = []
+        from ferry.evalstore.schema import references
+
+        with engine.connect() as conn:
+            return set(conn.execute(select(distinct(references.c.model))).scalars())
+
+    def run_once(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One pass: publish each watched model's gauges, evaluate every rule, and send the
+        notifications this replica claims. Returns those notifications."""
+        now = time.time() if now is None else now
+        events: list[dict[str, Any]] = []
         try:
             engine = self.store.engine()
         except FerryError:
             return events
+        referenced = self._referenced(engine)
         for model, (_, cfg) in self._rules().items():
-            reports: dict[str, dict[str, Any]] = {}
-            for rule in cfg.get("alerts") or []:
-                key = f"{model}:{rule['name']}"
-                try:
-                    cond = parse_rule(rule["when"])
-                    window = rule.get("window", "1h")
-                    if window not in reports:
-                        reports[window] = build_report(engine, model, parse_duration(window),
-                                                       end=now)
-                    fires, value = evaluate(cond, reports[window])
-                except FerryError as exc:
-                    log.error("alert %s: %s", key, exc.message)
-                    continue
-                report = reports[window]
-                evidence = {"alert": rule["name"], "model": model,
-                            "version": report.get("version"), "rule": rule["when"],
-                            "value": value, "window": report.get("window"),
-                            "drifted_features": (report.get("drift") or {}).get(
-                                "drifted_features", []),
-                            "at": time.time()}
-                change = self.state.update(key, fires, evidence)
-                self.metrics.alerts_firing.labels(rule["name"], model).set(1 if fires else 0)
-                if change is None:
-                    continue
-                event = {"status": change, **evidence}
-                events.append(event)
-                (log.warning if change == "firing" else log.info)(
-                    "alert %s %s: %s (value %s)", key, change, rule["when"], value)
-                if cfg.get("webhook"):
-                    try:
-                        _post(cfg["webhook"], event)
-                    except Exception as exc:
-                        log.error("alert %s: webhook %s failed: %s", key, cfg["webhook"], exc)
+            if cfg.get("alerts") or model in referenced:
+                events.extend(self._model_pass(engine, model, cfg, now))
         return events
+
+    def _model_pass(self, engine: Any, model: str, cfg: dict[str, Any], now: float
+                    ) -> list[dict[str, Any]]:
+        from ferry.evalstore.windows import parse_duration
+        from ferry.monitoring.report import build_report, publish
+
+        reports: dict[str, dict[str, Any]] = {}
+
+        def report(window: str) -> dict[str, Any]:
+            if window not in reports:
+                reports[window] = build_report(engine, model, parse_duration(window), end=now)
+            return reports[window]
+
+        try:
+            publish(self.metrics, report(GAUGE_WINDOW))
+        except FerryError as exc:
+            log.error("model %s: the monitoring report for its gauges failed: %s", model,
+                      exc.message)
+        events = []
+        for rule in cfg.get("alerts") or []:
+            key = f"{model}:{rule['name']}"
+            try:
+                cond = parse_rule(rule["when"])
+                window_report = report(rule.get("window", "1h"))
+                fires, value = evaluate(cond, window_report)
+            except FerryError as exc:
+                log.error("alert %s: %s", key, exc.message)
+                continue
+            self.metrics.alerts_firing.labels(rule["name"], model).set(1 if fires else 0)
+            evidence = {"alert": rule["name"], "model": model,
+                        "version": window_report.get("version"), "rule": rule["when"],
+                        "value": value, "window": window_report.get("window"),
+                        "drifted_features": (window_report.get("drift") or {}).get(
+                            "drifted_features", []),
+                        "at": now}
+            event = self._apply(engine, model, rule["name"], cfg.get("webhook"), fires,
+                                evidence, tick_of(now, self.interval_s))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _apply(self, engine: Any, model: str, name: str, webhook: str | None, fires: bool,
+               evidence: dict[str, Any], tick: float) -> dict[str, Any] | None:
+        """Decide on one alert against its stored state, claim the notification, send it.
+        Returns the notification when this replica sent (or, without a webhook, logged) it."""
+        key = f"{model}:{name}"
+        row = alertstates.load(engine, model, name)
+        stored = row.stored if row is not None else None
+        action = decide(stored, fires, tick, time.time())
+        if action is Action.NONE:
+            return None
+        if action is Action.RENOTIFY and row is not None:  # decide renotifies stored rows
+            event, judged = row.event, row.stored.judged
+        else:
+            event, judged = {"status": action.value, **evidence}, tick
+        seq = alertstates.claim(engine, model, name, row, firing=firing_after(action, stored),
+                                judged=judged, value=evidence["value"], event=event,
+                                notified=not webhook, now=time.time(), lease_s=LEASE_S,
+                                owner=self.owner)
+        if seq is None:  # another replica claimed it first
+            return None
+        if action is Action.RENOTIFY:
+            log.info("alert %s: sending its %s notification again", key, event["status"])
+        else:
+            (log.warning if action is Action.FIRE else log.info)(
+                "alert %s %s: %s (value %s)", key, event["status"], event["rule"],
+                event["value"])
+        if webhook:
+            try:
+                _post(webhook, event)
+            except Exception as exc:  # noqa: BLE001 - retried by the next pass
+                log.error("alert %s: webhook %s failed: %s (sent again on a later pass)",
+                          key, webhook, exc)
+                alertstates.failed(engine, model, name, seq)
+                return None
+            alertstates.delivered(engine, model, name, seq, time.time())
+        return event
