@@ -62,14 +62,18 @@ class StoreService:
     async def monitor(self, model: str, window: str = "1h", version: int | None = None,
                       plots: bool = False) -> dict[str, Any]:
         """The monitoring report of ``model`` over the last ``window`` (``1h``, ``30m``, ...),
-        after flushing the buffer; also published as the drift and quality gauges."""
+        after flushing the buffer. A report over the gauges' window (``GAUGE_WINDOW``, 1h)
+        of every version is also published as the drift and quality gauges, as the alert
+        loop's passes are; other windows are not, so the gauges always mean one window."""
+        from ferry.monitoring.alerts import GAUGE_WINDOW
         from ferry.monitoring.report import build_report, publish
 
         seconds = parse_duration(window)
         engine = self.store.engine()
         await _off_loop(self.store.writer.flush, 5.0)
         report = await _off_loop(build_report, engine, model, seconds, version, None, plots)
-        publish(self.metrics, report)
+        if seconds == parse_duration(GAUGE_WINDOW) and version is None:
+            publish(self.metrics, report)
         return report
 
     async def save_reference(self, model: str, version: int | None, body: bytes,
