@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,31 @@ class ServerProcess:
         if not self.url:
             self.stop()
             raise RuntimeError("server did not start:\n" + "".join(self.log))
+        # keep reading stderr: a full pipe would block the server's logging, and a reader
+        # of the pipe's fd would miss lines already buffered in the text stream
+        self._log_changed = threading.Condition()
+        self._pump = threading.Thread(target=self._read_stderr, daemon=True)
+        self._pump.start()
         self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._log_changed:
+                self.log.append(line)
+                self._log_changed.notify_all()
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> bool:
+        """Whether the server writes a line containing ``text`` to stderr within
+        ``timeout`` (lines written before the call count)."""
+        deadline = time.monotonic() + timeout
+        with self._log_changed:
+            while not any(text in line for line in self.log):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._log_changed.wait(left)
+        return True
 
     @property
     def hostport(self) -> str:
@@ -71,8 +96,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stderr is not None:
+        if hasattr(self, "_pump"):
+            self._pump.join(10)
+        elif self.proc.stderr is not None:
             self.log.append(self.proc.stderr.read())
+        if self.proc.stderr is not None:
             self.proc.stderr.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
         return self.proc.returncode

@@ -243,34 +243,10 @@ def test_instance_count_and_queue_settings_take_effect(triton_server: ServerProc
     assert manifest.dynamic_batching.max_queue_delay_ms == pytest.approx(0.1)
     assert manifest.dynamic_batching.preferred_batch_sizes == [4, 8]
     assert manifest.dynamic_batching.max_queue_size == 32
-    log = "".join(triton_server.log) + _drain(triton_server)
-    assert "model simple version 1 ready" in log
+    assert triton_server.wait_for_log("model simple version 1 ready")
+    log = "".join(triton_server.log)
     line = next(x for x in log.splitlines() if "model simple version 1 ready" in x)
     assert "max_batch_size 8, 2 instance(s)" in line
-
-
-def _drain(server: ServerProcess) -> str:
-    """stderr written since start-up (the server keeps running)."""
-    import os
-    import selectors
-
-    assert server.proc.stderr is not None
-    fd = server.proc.stderr.fileno()
-    os.set_blocking(fd, False)
-    out = []
-    sel = selectors.DefaultSelector()
-    sel.register(fd, selectors.EVENT_READ)
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline and sel.select(0.2):
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        out.append(chunk.decode(errors="replace"))
-    sel.close()
-    os.set_blocking(fd, True)
-    text = "".join(out)
-    server.log.append(text)
-    return text
 
 
 def test_unsupported_fields_are_logged_and_shown(triton_server: ServerProcess) -> None:
@@ -279,8 +255,9 @@ def test_unsupported_fields_are_logged_and_shown(triton_server: ServerProcess) -
         "input[0].reshape", "instance_group[0].gpus",
         "instance_group[0].kind=KIND_GPU (runs on CPU)", "model_warmup", "optimization"]
     assert meta["ferry"]["versions"][0]["state"] == "READY"  # served, on CPU
+    assert triton_server.wait_for_log("extras/config.pbtxt: Ferry does not support")
     time.sleep(1.5)  # several rescans
-    log = "".join(triton_server.log) + _drain(triton_server)
+    log = "".join(triton_server.log)
     warned = [x for x in log.splitlines() if "extras/config.pbtxt: Ferry does not support" in x]
     assert len(warned) == 1, warned
     assert "model_warmup" in warned[0] and "optimization" in warned[0]
@@ -314,5 +291,4 @@ def test_model_yaml_wins_key_by_key(triton_server: ServerProcess, triton_repo: P
     assert _metadata(triton_server, "both")["ferry"]["max_batch_size"] == 2  # model.yaml's
     manifest = scan_model(triton_repo / "both").manifest
     assert manifest is not None and manifest.instances == 3  # config.pbtxt's
-    log = "".join(triton_server.log) + _drain(triton_server)
-    assert "both/model.yaml overrides config.pbtxt for: max_batch_size" in log
+    assert triton_server.wait_for_log("both/model.yaml overrides config.pbtxt for: max_batch_size")

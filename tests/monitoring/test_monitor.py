@@ -6,7 +6,6 @@ alerts) report it."""
 from __future__ import annotations
 
 import json
-import select
 import time
 
 import numpy as np
@@ -151,27 +150,7 @@ def test_gauges_and_alerts(drifted):
         metrics = server.client.get("/metrics").text
     assert firing in metrics
     # the start of firing is logged once, as a warning (the server runs at --log-level warning)
-    assert logged(server, "alert drifty:inputs-drifted firing"), "".join(server.log)
-
-
-def logged(server: ServerProcess, text: str, timeout: float = 30.0) -> bool:
-    """Whether the server writes a line containing ``text`` to stderr within ``timeout``:
-    ``server.log`` holds only the lines read until it listened, so read on from the pipe."""
-    if any(text in line for line in server.log):
-        return True
-    stream = server.proc.stderr
-    assert stream is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([stream], [], [], 0.2)
-        if ready:
-            line = stream.readline()
-            if not line:
-                return False
-            server.log.append(line)
-            if text in line:
-                return True
-    return False
+    assert server.wait_for_log("alert drifty:inputs-drifted firing"), "".join(server.log)
 
 
 def test_empty_window_and_unknown_model(monitor_repo, tmp_path):

@@ -49,7 +49,8 @@ def claim(engine: Engine, model: str, alert: str, seen: AlertRow | None, *, firi
 
     ``notified``: nothing to send (no webhook), so no lease is taken."""
     values = {"status": "firing" if firing else "resolved", "judged": judged, "value": value,
-              "event": orjson.dumps(event).decode(), "notified": notified,
+              "event": orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+              "notified": notified,
               "notified_at": now if notified else None,
               "lease_until": 0.0 if notified else now + lease_s, "lease_owner": owner}
     c = alert_states.c

@@ -25,7 +25,6 @@ fire. ``AlertLoop`` runs them every ``interval_s`` on every replica:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import operator
 import os
@@ -35,6 +34,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ferry.errors import FerryError, InvalidInput
 from ferry.evalstore import alertstates
@@ -109,7 +110,8 @@ def evaluate(condition: Condition, report: dict[str, Any]) -> tuple[bool, float 
 
 
 def _post(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+    data = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)  # values may be numpy's
+    request = urllib.request.Request(url, data=data, method="POST",
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S):
         pass
@@ -155,12 +157,12 @@ class AlertLoop:
 
     def _referenced(self, engine: Any) -> set[str]:
         """Models with a reference profile in the store."""
-        from sqlalchemy import distinct, select
+        from sqlalchemy import select
 
         from ferry.evalstore.schema import references
 
         with engine.connect() as conn:
-            return set(conn.execute(select(distinct(references.c.model))).scalars())
+            return set(conn.execute(select(references.c.model).distinct()).scalars())
 
     def run_once(self, now: float | None = None) -> list[dict[str, Any]]:
         """One pass: publish each watched model's gauges, evaluate every rule, and send the
