@@ -99,6 +99,8 @@ _SIMPLE = """\
 def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("triton")
     _model(root, "simple", _SIMPLE)
+    # OUTPUT0's label_filename: one class name per line (read at load, as Triton reads it)
+    (root / "simple" / "labels.txt").write_text("".join(f"class{i}\n" for i in range(16)))
     # no batching: dims are the full shape
     _model(root, "fixed", """\
         backend: "onnxruntime"
@@ -200,6 +202,24 @@ def test_batching_model_dims_exclude_the_batch_dimension(triton_server: ServerPr
     result = client.infer("simple", inputs)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + b + 1)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), a - b)
+
+
+def test_label_filename_names_the_classes_of_the_classification_extension(
+        triton_server: ServerProcess) -> None:
+    client = th.InferenceServerClient(triton_server.hostport)
+    a, b = _pair(2)
+    inputs = [th.InferInput("INPUT0", [2, 16], "INT32"), th.InferInput("INPUT1", [2, 16], "INT32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    result = client.infer("simple", inputs,
+                          outputs=[th.InferRequestedOutput("OUTPUT0", class_count=2)])
+    top = result.as_numpy("OUTPUT0")
+    assert top.shape == (2, 2)
+    sums = a + b + 1
+    for row, classes in zip(sums, top, strict=True):
+        best = int(np.argmax(row))  # ties: the lower index first
+        score, index, label = classes[0].decode().split(":")
+        assert (int(index), label, float(score)) == (best, f"class{best}", float(row[best]))
 
 
 def test_max_batch_size_zero_dims_are_the_full_shape(triton_server: ServerProcess) -> None:

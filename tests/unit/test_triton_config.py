@@ -64,7 +64,7 @@ def test_labels_and_default_model_filename() -> None:
     c = parse_config_text('default_model_filename: "net.onnx" output [ { name: "p" '
                           'data_type: TYPE_FP32 dims: [ 3 ] label_filename: "labels.txt" } ]',
                           SRC, "m")
-    assert c.labels == {"p": "labels.txt"}
+    assert c.settings["labels"] == {"p": "labels.txt"}
     assert c.settings["artifact"] == "net.onnx" and c.settings["runtime"] == "onnx"
     assert c.unsupported == []
 

@@ -45,9 +45,6 @@ class ModelEntry:
     storage: ArtifactStorage | None = None
     unsupported_config: list[str] = field(default_factory=list)
     """Fields set in ``config.pbtxt`` that Ferry does not honour (shown in the metadata)."""
-    labels: dict[str, str] = field(default_factory=dict)
-    """Output name -> labels file (``label_filename`` in ``config.pbtxt``), relative to the
-    model folder."""
 
 
 def scan_repository(root: Path | ArtifactStorage) -> dict[str, ModelEntry]:
@@ -74,7 +71,7 @@ def scan_model(where: ArtifactStorage | Path, model: str | None = None) -> Model
     base = Path(storage.uri) / name if isinstance(storage, LocalStorage) else Path(name)
     entry = ModelEntry(name, base, manifest, error=error, storage=storage)
     if config is not None:
-        entry.unsupported_config, entry.labels = config.unsupported, config.labels
+        entry.unsupported_config = config.unsupported
     manifest_digest = hashlib.sha1(((text or "") + "\0" + (config_text or "")).encode(),
                                    usedforsecurity=False).hexdigest()
     for folder, fingerprint in sorted(storage.list_versions(name).items()):

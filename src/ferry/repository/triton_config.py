@@ -13,8 +13,8 @@ What is honoured, and how it maps (``docs/repository.md``, "Triton repositories"
   ``dims`` leave out the batch dimension, so Ferry's shape is ``[-1] + dims``; with 0 the
   model does not batch and ``dims`` is the full shape.
 - ``input``/``output``: ``name``, ``data_type`` (``TYPE_FP32`` -> ``FP32``, ``TYPE_STRING``
-  -> ``BYTES``), ``dims`` (-1 = variable). ``label_filename`` on an output is kept in
-  ``TritonConfig.labels``.
+  -> ``BYTES``), ``dims`` (-1 = variable). ``label_filename`` on an output -> ``labels: {output: file}``
+  (the classification extension's class names).
 - ``dynamic_batching``: ``max_queue_delay_microseconds``, ``preferred_batch_size``,
   ``default_queue_policy.max_queue_size`` (0, Triton's "unbounded", keeps Ferry's default).
 - ``instance_group[].count``, summed over the groups (a group without a count is 1);
@@ -69,8 +69,6 @@ class TritonConfig:
     unsupported: list[str] = field(default_factory=list)
     """Paths of set fields Ferry does not honour, e.g. ``optimization`` or
     ``input[0].reshape``, sorted."""
-    labels: dict[str, str] = field(default_factory=dict)
-    """Output name -> ``label_filename`` (relative to the model folder)."""
 
 
 def parse_config_text(text: str, source: str, model: str | None = None) -> TritonConfig:
@@ -131,7 +129,9 @@ def config_settings(config: mc.ModelConfig, source: str,
         if "runtime" not in settings and config.default_model_filename.endswith(".onnx"):
             settings["runtime"] = "onnx"
     labels = {t.name: t.label_filename for t in config.output if t.label_filename}
-    return TritonConfig(settings, sorted(unsupported), labels)
+    if labels:  # the classification extension's labels files, as model.yaml's `labels`
+        settings["labels"] = labels
+    return TritonConfig(settings, sorted(unsupported))
 
 
 def _runtime(config: mc.ModelConfig, source: str) -> str | None:
