@@ -13,8 +13,8 @@ What is honoured, and how it maps (``docs/repository.md``, "Triton repositories"
   ``dims`` leave out the batch dimension, so Ferry's shape is ``[-1] + dims``; with 0 the
   model does not batch and ``dims`` is the full shape.
 - ``input``/``output``: ``name``, ``data_type`` (``TYPE_FP32`` -> ``FP32``, ``TYPE_STRING``
-  -> ``BYTES``), ``dims`` (-1 = variable). ``label_filename`` on an output -> ``labels: {output: file}``
-  (the classification extension's class names).
+  -> ``BYTES``), ``dims`` (-1 = variable). ``label_filename`` on an output -> ``labels:
+  {output: file}`` (the classification extension's class names).
 - ``dynamic_batching``: ``max_queue_delay_microseconds``, ``preferred_batch_size``,
   ``default_queue_policy.max_queue_size`` (0, Triton's "unbounded", keeps Ferry's default).
 - ``instance_group[].count``, summed over the groups (a group without a count is 1);
