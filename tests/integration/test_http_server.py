@@ -455,8 +455,8 @@ def test_paths_are_decoded_once(server):
     def error(path: str) -> str:
         return server.client.post(path, content=IRIS_BODY).json()["error"]
 
-    assert "unknown model 'a/b'" in error("/v2/models/a%2Fb/infer")
-    assert "unknown model 'iris%41'" in error("/v2/models/iris%2541/infer")
+    assert "unknown model: 'a/b' is not found" in error("/v2/models/a%2Fb/infer")
+    assert "unknown model: 'iris%41' is not found" in error("/v2/models/iris%2541/infer")
     assert server.client.post("/v2/models/ir%69s/infer", content=IRIS_BODY).status_code == 200
 
 

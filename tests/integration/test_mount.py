@@ -32,7 +32,7 @@ def test_a_mounted_handler_gets_every_method_and_sub_path():
     router.add("GET", "/v2/health/live", route)
 
     async def run() -> list[httpx.Response]:
-        server, state = await serve_http(router, "127.0.0.1", 0, 1 << 20)
+        server, state = await serve_http(router, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
