@@ -252,11 +252,12 @@ def parse_manifest(raw: dict[str, Any], source: str = MANIFEST_FILE) -> ModelMan
 def overlay(manifest: ModelManifest, settings: dict[str, Any], source: str) -> ModelManifest:
     """``manifest`` with ``settings`` (manifest keys, e.g. from a load's configuration
     override) in place of its own, validated as a whole (``ManifestError`` names the key).
-    ``dynamic_batching`` replaces only the keys given; a declared tensor of the same name
-    keeps its other settings (``allow_nan``, and ``features`` while its shape is unchanged)."""
+    ``dynamic_batching`` and ``labels`` replace only the keys given; a declared tensor of the
+    same name keeps its other settings (``allow_nan``, and ``features`` while its shape is
+    unchanged)."""
     raw = manifest.model_dump(exclude_unset=True)
     for key, value in settings.items():
-        if key == "dynamic_batching":
+        if key in ("dynamic_batching", "labels"):
             raw[key] = {**raw.get(key, {}), **value}
         elif key in ("inputs", "outputs"):
             old = {t.name: t.model_dump(exclude_unset=True)

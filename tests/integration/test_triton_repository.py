@@ -4,6 +4,7 @@ writes them for ONNX models (``model_configuration.md``)."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
+from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServerProcess
 
@@ -158,6 +160,13 @@ def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_batch_size: 8
         output [ { name: "SUM", data_type: TYPE_INT32, dims: [ 16 ] } ]
         """)
+    # for a load's override: a second graph and a second labels file beside the first
+    _model(root, "relabel", """\
+        platform: "onnxruntime_onnx"
+        max_batch_size: 8
+        """)
+    _add_sub(root / "relabel" / "1" / "alt.onnx", offset=10)
+    (root / "relabel" / "names.txt").write_text("".join(f"name{i}\n" for i in range(16)))
     # both files: model.yaml wins for the keys it sets
     both = _model(root, "both", """\
         platform: "onnxruntime_onnx"
@@ -187,6 +196,19 @@ def _pair(rows: int, shape: tuple[int, ...] = (16,)) -> tuple[np.ndarray, np.nda
     return a, np.ones_like(a)
 
 
+def _top_classes(server: ServerProcess, model: str, a: np.ndarray, b: np.ndarray,
+                 k: int) -> np.ndarray:
+    """OUTPUT0 of ``model`` for INPUT0 ``a`` and INPUT1 ``b``, as its top ``k`` classes."""
+    client = th.InferenceServerClient(server.hostport)
+    inputs = [th.InferInput("INPUT0", list(a.shape), "INT32"),
+              th.InferInput("INPUT1", list(b.shape), "INT32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    result = client.infer(model, inputs,
+                          outputs=[th.InferRequestedOutput("OUTPUT0", class_count=k)])
+    return result.as_numpy("OUTPUT0")
+
+
 def test_batching_model_dims_exclude_the_batch_dimension(triton_server: ServerProcess) -> None:
     meta = _metadata(triton_server, "simple")
     assert meta["platform"] == "onnxruntime_onnx"
@@ -206,20 +228,30 @@ def test_batching_model_dims_exclude_the_batch_dimension(triton_server: ServerPr
 
 def test_label_filename_names_the_classes_of_the_classification_extension(
         triton_server: ServerProcess) -> None:
-    client = th.InferenceServerClient(triton_server.hostport)
     a, b = _pair(2)
-    inputs = [th.InferInput("INPUT0", [2, 16], "INT32"), th.InferInput("INPUT1", [2, 16], "INT32")]
-    inputs[0].set_data_from_numpy(a)
-    inputs[1].set_data_from_numpy(b)
-    result = client.infer("simple", inputs,
-                          outputs=[th.InferRequestedOutput("OUTPUT0", class_count=2)])
-    top = result.as_numpy("OUTPUT0")
+    top = _top_classes(triton_server, "simple", a, b, 2)
     assert top.shape == (2, 2)
     sums = a + b + 1
     for row, classes in zip(sums, top, strict=True):
         best = int(np.argmax(row))  # ties: the lower index first
         score, index, label = classes[0].decode().split(":")
         assert (int(index), label, float(score)) == (best, f"class{best}", float(row[best]))
+
+
+def test_an_override_honours_what_a_config_pbtxt_honours(triton_server: ServerProcess) -> None:
+    """One mapping for both: default_model_filename and label_filename in a load's override
+    take effect as they do in a config.pbtxt; an unsupported field is refused, not shown."""
+    client = th.InferenceServerClient(triton_server.hostport)
+    client.load_model("relabel", config=json.dumps({
+        "default_model_filename": "alt.onnx",
+        "output": [{"name": "OUTPUT0", "data_type": "TYPE_INT32", "dims": [16],
+                    "label_filename": "names.txt"}]}))
+    a, b = _pair(1)
+    score, index, label = _top_classes(triton_server, "relabel", a, b, 1)[0][0].decode().split(":")
+    assert (int(index), label, float(score)) == (15, "name15", float(a[0, 15] + 1 + 10))
+    with pytest.raises(InferenceServerException, match="failed to load.*model_warmup"):
+        client.load_model("relabel", config='{"model_warmup": [{"name": "w"}]}')
+    assert _metadata(triton_server, "relabel")["ferry"]["unsupported_config"] == []
 
 
 def test_max_batch_size_zero_dims_are_the_full_shape(triton_server: ServerProcess) -> None:

@@ -32,6 +32,11 @@ from ferry.protocols.model_config import override_settings
     ({"version_policy": {"specific": {"versions": [1, 3]}}},
      {"version_policy": {"specific": [1, 3]}}),
     ({"name": "m", "platform": "", "input": [], "max_batch_size": 0}, {"max_batch_size": 0}),
+    ({"maxBatchSize": 0}, {"max_batch_size": 0}),  # protobuf's JSON names count as given
+    ({"default_model_filename": "net.onnx", "output": [
+        {"name": "p", "data_type": "TYPE_FP32", "dims": [3], "label_filename": "l.txt"}]},
+     {"artifact": "net.onnx", "labels": {"p": "l.txt"},
+      "outputs": [{"name": "p", "datatype": "FP32", "shape": [3]}]}),  # as in a config.pbtxt
 ])
 def test_override_settings(config, settings):
     assert override_settings(json.dumps(config), "m", None) == settings
@@ -48,6 +53,7 @@ def test_override_settings(config, settings):
     ('{"dynamic_batching": {"preserve_ordering": true}}', "dynamic_batching.preserve_ordering"),
     ('{"instance_group": [{"kind": "KIND_GPU"}]}', "KIND_GPU"),
     ('{"name": "other"}', "'other'"),
+    ('{"input": [{"name": "x", "dims": [1]}]}', "input 'x' has no data_type"),
 ])
 def test_invalid_overrides_name_the_problem(text, detail):
     with pytest.raises(RepositoryError, match="failed to load 'm'") as err:
@@ -73,3 +79,9 @@ def test_overlay_keeps_what_the_override_does_not_say():
     assert wider.inputs is not None and wider.inputs[0].features is None  # names no longer fit
     with pytest.raises(ManifestError, match="max_batch_size"):
         overlay(ModelManifest(), {"max_batch_size": -1}, "override")
+
+
+def test_overlay_keeps_the_labels_of_outputs_the_override_does_not_name():
+    base = parse_manifest({"labels": {"a": "a.txt", "b": "b.txt"}})
+    assert overlay(base, {"labels": {"b": "new.txt"}}, "override").labels == {
+        "a": "a.txt", "b": "new.txt"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ferry.errors import ManifestError
 from ferry.manifest import parse_manifest
-from ferry.repository.triton_config import parse_config_json, parse_config_text
+from ferry.repository.triton_config import (REPOSITORY, Reading, parse_config_json,
+                                            parse_config_text, platform_backend,
+                                            triton_datatype, v2_datatype)
 
 SRC = "repo/m/config.pbtxt"
 
@@ -84,6 +88,7 @@ def test_every_set_field_outside_the_supported_set_is_reported() -> None:
 @pytest.mark.parametrize(("text", "words"), [
     ('platform: "tensorrt_plan"', ["platform 'tensorrt_plan'", "onnxruntime_onnx"]),
     ('backend: "python"', ["backend 'python'"]),
+    ('platform: "onnxruntime_onnx" backend: "python"', ["backend 'python'", "onnxruntime"]),
     ('name: "other"', ["name is 'other'", "folder is 'm'"]),
     ('input [ { name: "x" dims: [ 1 ] } ]', ["input 'x' has no data_type"]),
     ('max_batch_size: 8\nfoo: 1', [f"{SRC}:2:1", "foo"]),
@@ -101,3 +106,59 @@ def test_json_form_maps_the_same() -> None:
     assert c.settings == {"max_batch_size": 16, "instances": 2}
     with pytest.raises(ManifestError, match="load: not a valid"):
         parse_config_json('{"max_batch_size": "x"}', "load", "m")
+
+
+_EXTRAS = '{"max_batch_size": 4, "optimization": {"input_pinned_memory": {"enable": true}}, ' \
+          '"instance_group": [{"kind": "KIND_GPU"}]}'
+
+
+def test_one_mapping_a_lenient_and_a_strict_reading() -> None:
+    """The same configuration: a config.pbtxt reports what Ferry does not honour and
+    serves; an override refuses it, naming every field."""
+    lenient = parse_config_json(_EXTRAS, "load", "m", REPOSITORY)
+    assert lenient.settings == {"max_batch_size": 4, "instances": 1}
+    assert lenient.unsupported == ["instance_group[0].kind=KIND_GPU (runs on CPU)",
+                                   "optimization"]
+    with pytest.raises(ManifestError) as info:
+        parse_config_json(_EXTRAS, "load", "m", Reading.override("onnx", 8))
+    assert info.value.message.startswith(
+        "load: Ferry does not support instance_group[0].kind=KIND_GPU, optimization; "
+        "it honours backend, default_model_filename, dynamic_batching, ")
+
+
+@pytest.mark.parametrize(("config", "runtime", "settings"), [
+    ('{"backend": "python", "input": [{"name": "x", "data_type": "TYPE_STRING", "dims": [1]}]}',
+     "python", {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [-1, 1]}]}),
+    ('{"platform": "onnxruntime_onnx", "backend": "onnxruntime"}', "onnx", {}),
+    ('{"platform": "tensorrt_plan"}', None, {}),  # no version runs: nothing to check against
+])
+def test_an_override_targets_the_running_runtime_and_batching(config: str, runtime: str | None,
+                                                              settings: dict) -> None:
+    assert parse_config_json(config, "load", "m", Reading.override(runtime, 8)).settings \
+        == settings
+
+
+@pytest.mark.parametrize(("config", "runtime", "words"), [
+    ('{"platform": "onnxruntime_onnx"}', "python",
+     ["platform 'onnxruntime_onnx' is not the model's runtime 'python'", "backend: 'python'"]),
+    ('{"backend": "sklearn"}', "onnx", ["backend 'sklearn'", "platform: 'onnxruntime_onnx'"]),
+])
+def test_an_override_naming_another_runtime_is_refused(config: str, runtime: str,
+                                                       words: list[str]) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_config_json(config, "load", "m", Reading.override(runtime, 0))
+    for word in words:
+        assert word in info.value.message
+
+
+@pytest.mark.parametrize(("v2", "triton"), [("FP32", "TYPE_FP32"), ("BYTES", "TYPE_STRING"),
+                                            ("INT64", "TYPE_INT64"), ("BOOL", "TYPE_BOOL")])
+def test_datatype_names_both_ways(v2: str, triton: str) -> None:
+    assert triton_datatype(v2) == triton and v2_datatype(triton) == v2
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "python", "sklearn"])
+def test_platform_and_backend_name_the_runtime_both_ways(runtime: str) -> None:
+    platform, backend = platform_backend(runtime)
+    config = json.dumps({"platform": platform, "backend": backend})
+    assert parse_config_json(config, "load", "m", Reading.override(runtime, 0)).settings == {}
