@@ -10,7 +10,8 @@ Steps, all on this machine (2+ cores: the server on CPU 1, the load generator on
 ``bench/serving.py``):
 
 1. build the models and the 64-row mlp binary body (``bench/models.py``) into ``--work``;
-2. the in-process ORT limit at batch 64 (``bench/inproc.py``, pinned to CPU 1);
+2. the in-process ORT limit at batch 64 (``bench/inproc.py``, pinned to CPU 1), measured
+   again at the start of every round (the median is the ceiling);
 3. start ``python -m ferry serve WORK/repo`` pinned to CPU 1; create two POSIX shared memory
    objects here (the 64 input rows; room for both outputs), register them, and check that a
    request through them writes the same answer as the binary request returns;
@@ -150,7 +151,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--inproc-runs", type=int, default=7)
+    ap.add_argument("--inproc-runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "shm.jsonl")
     return ap.parse_args(argv)
 
@@ -168,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     features = len(raw) // (4 * rows)
     logs = args.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log("measuring in-process ORT at batch 64 (taskset -c 1)")
-    ort_rows = run_inproc(args.work, args.inproc_runs)
+    ort: list[float] = []
     keys = [make_object(len(raw), raw), make_object(rows * 48)]
     server = Server(Path(built["repo"]), logs / "shm-ferry.log")
     try:
@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         points: dict[tuple[str, int], list[dict[str, Any]]] = {}
         with args.out.open("a") as out:
             for rnd in range(args.rounds):
+                ort.append(run_inproc(args.work, args.inproc_runs))
+                log(f"round {rnd + 1}/{args.rounds} in-process ORT: {ort[-1]:.0f} rows/s")
+                out.write(json.dumps({"run": run_id, "round": rnd, "kind": "ort",
+                                      "rows_s": ort[-1]}) + "\n")
                 for conc in concs:
                     order = list(kinds) if rnd % 2 == 0 else list(reversed(kinds))
                     for kind in order:
@@ -211,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         for key in keys:
             (SHM / key[1:]).unlink(missing_ok=True)
+    ort_rows = statistics.median(ort)
     print(f"mlp, {rows} rows per request, medians of {args.rounds} interleaved rounds "
           f"(run {run_id}); in-process ORT at batch {rows}: {ort_rows:.0f} rows/s\n")
     print("| c | binary HTTP rows/s | shared memory rows/s | shm / binary | binary / ORT "

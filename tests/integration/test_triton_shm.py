@@ -339,3 +339,19 @@ def test_nothing_created_in_dev_shm_and_nothing_left_mapped(shm_server, dev_shm_
     fds = [str(p.readlink()) for p in Path(f"/proc/{pid}/fd").iterdir() if p.is_symlink()]
     assert "/dev/shm/" not in maps and not [fd for fd in fds if fd.startswith("/dev/shm/")]
     assert shm_server.alive()
+
+
+def test_stop_with_regions_registered(example_repo, regions):
+    """A server stopped with regions registered (one leased by nothing, one unregistered)
+    exits cleanly, and the client's objects are still there: the server never unlinks."""
+    server = ServerProcess(example_repo)
+    try:
+        client = thttp.InferenceServerClient(server.hostport)
+        keys = [regions.make(64)[1] for _ in range(2)]
+        client.register_system_shared_memory("a", keys[0], 64)
+        client.register_system_shared_memory("b", keys[1], 32, offset=32)
+        client.close()
+    finally:
+        assert server.stop() == 0
+    assert all((SHM / key[1:]).exists() for key in keys)
+    assert "Traceback" not in "".join(server.log)
