@@ -12,12 +12,15 @@ The tree, drawn once::
     │   ├── DatatypeMismatch (400)          datatype vs signature, or values vs datatype
     │   ├── BatchTooLarge (400)             more rows than the model's queue can hold
     │   ├── ReferenceMismatch (400)         reference data whose columns miss the signature
+    │   ├── SharedMemoryError (400)         a shared-memory key, offset or size that cannot be used
+    │   │   └── RegionExists (400)          a region name registered already (gRPC ALREADY_EXISTS)
     │   └── InvalidValue (422)              well-formed but forbidden values (NaN, empty batch)
     ├── PayloadTooLarge (413)               body over the server's limit
     ├── NotFound (404)
     │   ├── ModelNotFound (404)
     │   ├── VersionNotFound (404)
-    │   └── RequestNotFound (404)           feedback for a request id the store never saw
+    │   ├── RequestNotFound (404)           feedback for a request id the store never saw
+    │   └── RegionNotFound (404)            a shared-memory region name not registered
     ├── MethodNotAllowed (405)
     ├── Unauthorized (401)                  model control needs the admin token
     ├── Forbidden (403)                     model control is off, or not from loopback
@@ -90,6 +93,15 @@ class ReferenceMismatch(InvalidInput):
     unexpected columns and lists the expected ones."""
 
 
+class SharedMemoryError(InvalidInput):
+    """A system shared-memory object or reference that cannot be used: no such key, too
+    small, an offset or size past the region's end, a size that does not fit the tensor."""
+
+
+class RegionExists(SharedMemoryError):
+    """A shared-memory region name that is registered already (unregister it first)."""
+
+
 class InvalidValue(InvalidInput):
     """Well-formed values the model forbids: NaN where ``allow_nan`` is false, an empty batch."""
 
@@ -118,6 +130,10 @@ class VersionNotFound(NotFound):
 
 class RequestNotFound(NotFound):
     """Feedback for a request id that the evaluation store never recorded (nor buffered)."""
+
+
+class RegionNotFound(NotFound):
+    """A shared-memory region name that is not registered (or was unregistered)."""
 
 
 class MethodNotAllowed(FerryError):

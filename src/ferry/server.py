@@ -27,6 +27,7 @@ from ferry.protocols.http import HttpLimits, HttpServerState, drain, serve_http
 from ferry.protocols.rest import build_router
 from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.protocols.router import Router
+from ferry.protocols.shared_memory import SharedMemoryRegistry
 from ferry.repository.storage import open_storage
 from ferry.settings import ServerSettings
 
@@ -43,7 +44,9 @@ class FerryServer:
         storage = open_storage(settings.repository, settings.cache_dir)
         self.manager = ModelManager(storage, self.metrics, settings.trust_pickles)
         control = ModelControl(settings.model_control_api, settings.admin_token)
-        self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None, control)
+        self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None, control,
+                                   SharedMemoryRegistry(settings.shared_memory,
+                                                        settings.admin_token))
         self.store: EvalStore | None = None
         if settings.store.lower() != "none":
             self.store = EvalStore(settings, self.metrics)
@@ -122,6 +125,7 @@ class FerryServer:
             await self.alerts.stop()
         if self.store is not None:  # flush every buffered prediction before exiting
             await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
+        self.dataplane.shared_memory.close()
         await self.manager.close()
         log.info("stopped")
 

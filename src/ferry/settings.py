@@ -70,6 +70,10 @@ class ServerSettings(BaseSettings):
     admin_token: str | None = None
     """When set, model-control calls need ``Authorization: Bearer <token>`` (from any
     address); when unset they are allowed only from loopback."""
+    shared_memory: bool = True
+    """Serve Triton's system shared memory extension (``/v2/systemsharedmemory``): callers
+    on loopback (or with ``admin_token``) may map POSIX shared memory objects of this host
+    and pass tensors through them."""
     cache_dir: Path | None = None
     """Local cache for versions fetched from object storage (default ~/.cache/ferry)."""
     trust_pickles: bool = False

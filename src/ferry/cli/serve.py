@@ -34,6 +34,8 @@ import click
               help="Require 'Authorization: Bearer TOKEN' for load/unload (else loopback only).")
 @click.option("--no-model-control-api", "model_control_api", flag_value=False, default=None,
               help="Refuse the repository load/unload API.")
+@click.option("--no-shared-memory", "shared_memory", flag_value=False, default=None,
+              help="Refuse Triton's system shared memory extension (/v2/systemsharedmemory).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Cache for versions fetched from object storage (default ~/.cache/ferry).")
 @click.option("--trust-pickles", is_flag=True, default=None,

@@ -24,12 +24,13 @@ from ferry.monitoring.stats import model_statistics
 from ferry.protocols.model_config import model_config as config_json
 from ferry.protocols.model_config import override_settings
 from ferry.protocols import classification
+from ferry.protocols.shared_memory import SharedMemoryRegistry
 from ferry.scheduler.tensors import check_inputs
 from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration",
-              "model_repository", "statistics"]
+              "model_repository", "statistics", "system_shared_memory"]
 
 
 log = logging.getLogger("ferry.dataplane")
@@ -67,10 +68,14 @@ class DataPlane:
     """Health, metadata, inference and the repository index, for any protocol."""
 
     def __init__(self, manager: ModelManager, default_timeout_s: float | None = None,
-                 control: ModelControl | None = None) -> None:
+                 control: ModelControl | None = None,
+                 shared_memory: SharedMemoryRegistry | None = None) -> None:
         self.manager = manager
         self.default_timeout_s = default_timeout_s
         self.control = control or ModelControl()
+        self.shared_memory = shared_memory or SharedMemoryRegistry(
+            admin_token=self.control.admin_token)
+        """Registered system shared memory regions (Triton's extension)."""
         self.observers: list[InferenceObserver] = []
         """Told about each inference; see ``InferenceObserver``."""
 

@@ -3,7 +3,7 @@
 
 The servicer only translates; one interceptor turns every ``FerryError`` from any method
 into a gRPC status (derived from its HTTP status, so the two protocols agree), so no RPC can
-be missed. RPCs Ferry does not serve (shared memory, tracing, ...) answer UNIMPLEMENTED.
+be missed. RPCs Ferry does not serve (CUDA shared memory, tracing, ...) answer UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from ferry.errors import FerryError, RepositoryError, ServerBusy
+from ferry.errors import FerryError, RegionExists, RepositoryError, ServerBusy
 from ferry.protocols import grpc_codec
 from ferry._pb import grpc_service_pb2 as pb
 from ferry._pb import model_config_pb2 as mc
@@ -44,6 +44,8 @@ def status_code(exc: FerryError) -> grpc.StatusCode:
     """The gRPC status for a Ferry error (a full queue is RESOURCE_EXHAUSTED)."""
     if isinstance(exc, ServerBusy):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if isinstance(exc, RegionExists):  # as Triton answers it
+        return grpc.StatusCode.ALREADY_EXISTS
     return _BY_HTTP_STATUS.get(exc.http_status, grpc.StatusCode.INTERNAL)
 
 
@@ -126,7 +128,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                      for t in meta["outputs"]])
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        decoded = grpc_codec.decode_infer(request)
+        shm = self.dataplane.shared_memory
+        decoded = grpc_codec.decode_infer(request, shm)
         header_id = x_id = traceparent = None
         for key, value in context.invocation_metadata() or ():
             if key == REQUEST_ID_HEADER:
@@ -149,7 +152,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             decoded.deadline = time.monotonic() + timeout_us / 1e6
         elif remaining is not None:
             decoded.deadline = time.monotonic() + remaining
-        return grpc_codec.encode_infer(await self.dataplane.infer(decoded))
+        leases = shm.lease_outputs(decoded.outputs) if decoded.outputs else None
+        if leases is None:
+            return grpc_codec.encode_infer(await self.dataplane.infer(decoded))
+        try:  # outputs go into shared memory regions, held until written
+            response = await self.dataplane.infer(decoded)
+            shm.write_outputs(leases, response.outputs)
+        finally:
+            shm.release(leases)
+        return grpc_codec.encode_infer(response, decoded)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         index = self.dataplane.repository_index(request.ready)
@@ -188,6 +199,28 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                                          _peer_host(context.peer()))
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    # -- system shared memory (Triton's extension) -----------------------------------------
+    def _authorize_shm(self, context: Any) -> None:
+        self.dataplane.shared_memory.authorize(_peer_host(context.peer()),
+                                               _metadata(context, "authorization"))
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._authorize_shm(context)
+        self.dataplane.shared_memory.register(request.name, request.key, request.offset,
+                                              request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._authorize_shm(context)
+        self.dataplane.shared_memory.unregister(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self._authorize_shm(context)
+        status = pb.SystemSharedMemoryStatusResponse.RegionStatus
+        return pb.SystemSharedMemoryStatusResponse(regions={
+            r["name"]: status(**r) for r in self.dataplane.shared_memory.status(request.name)})
 
 
 async def serve_grpc(dataplane: DataPlane, host: str, port: int, max_message_bytes: int

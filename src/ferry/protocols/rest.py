@@ -21,6 +21,7 @@ from ferry.protocols import schemas as S
 from ferry.protocols.router import (JSON, Param, Request, Response, RouteDoc, Router,
                                     json_response)
 from ferry.protocols.openapi import openapi_document
+from ferry.protocols.shared_memory_routes import add_routes as add_shared_memory_routes
 from ferry.types import ModelRef
 
 _BINARY = "application/octet-stream"
@@ -129,15 +130,25 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         ok = dataplane.model_ready(name, _version(request))
         return json_response({"name": name, "ready": ok}, 200 if ok else 503)
 
+    shm = dataplane.shared_memory
+
     async def infer(request: Request) -> Response:
         model = ModelRef(request.params["model"], _version(request))
         decoded = v2_json.decode_infer(_body(request, max_body_bytes), model,
-                                       request.headers.get(v2_json.HEADER_LENGTH))
+                                       request.headers.get(v2_json.HEADER_LENGTH), shm)
         decoded.id, id_headers = _identify(request, decoded.id, model.name)
         timeout_us = (decoded.parameters or {}).get("timeout")
         if isinstance(timeout_us, int) and timeout_us > 0:
             decoded.deadline = time.monotonic() + timeout_us / 1e6
-        response = await dataplane.infer(decoded)
+        leases = shm.lease_outputs(decoded.outputs) if decoded.outputs else None
+        if leases is None:
+            response = await dataplane.infer(decoded)
+        else:  # outputs go into shared memory regions, held until written
+            try:
+                response = await dataplane.infer(decoded)
+                shm.write_outputs(leases, response.outputs)
+            finally:
+                shm.release(leases)
         body, header_length = v2_json.encode_infer(response, decoded)
         if header_length is None:
             return Response(body, headers=id_headers)
@@ -271,4 +282,5 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         tag=srv))
     add("GET", "/openapi.json", openapi_json, RouteDoc("This OpenAPI 3.1 document", S.OPENAPI,
                                                        tag=srv))
+    add_shared_memory_routes(router, shm)
     return router

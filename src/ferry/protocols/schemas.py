@@ -163,3 +163,13 @@ PREDICTION = obj(("table", "key", "prediction"), table=_STR, key=obj(),
                  run_id=_STR_OR_NULL, model_version={"type": ["integer", "string", "null"]},
                  scored_at=_STR_OR_NULL, age_s={"type": ["number", "null"]},
                  prediction=obj(description="the row's columns"))
+
+# -- system shared memory (Triton's extension) -------------------------------------------
+_SHM_FIELDS = {"key": {"type": "string", "description": "POSIX shared memory name, "
+                                                        "e.g. /in0 (/dev/shm/in0)"},
+               "offset": {"type": "integer", "minimum": 0,
+                          "description": "bytes into the object where the region starts"},
+               "byte_size": {"type": "integer", "minimum": 1,
+                             "description": "the region's size in bytes"}}
+SHM_REGISTER_REQUEST = obj(("key", "byte_size"), **_SHM_FIELDS)
+SHM_STATUS = array(obj(("name", "key", "offset", "byte_size"), name=_STR, **_SHM_FIELDS))

@@ -7,7 +7,7 @@ binary extension is used) into an ``InferRequest``; ``encode_infer`` turns an
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -15,15 +15,20 @@ from ferry.datatypes import v2_datatype
 from ferry.errors import MalformedRequest
 from ferry.protocols._arrays import (check_shape, dtype_of, from_binary, from_json, shaped,
                                     to_binary, to_json_data)
+from ferry.protocols.shared_memory import tensor_ref
 from ferry.types import InferRequest, InferResponse, ModelRef, RequestedOutput
+
+if TYPE_CHECKING:
+    from ferry.protocols.shared_memory import SharedMemoryRegistry
 
 HEADER_LENGTH = "inference-header-content-length"
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def decode_infer(body: bytes, model: ModelRef, header_length: str | None = None
-                 ) -> InferRequest:
-    """Parse an infer request body; every error names the field at fault."""
+def decode_infer(body: bytes, model: ModelRef, header_length: str | None = None,
+                 shm: SharedMemoryRegistry | None = None) -> InferRequest:
+    """Parse an infer request body; every error names the field at fault. Inputs with
+    ``shared_memory_*`` parameters are read from ``shm``'s regions."""
     binary: memoryview | None = None
     if header_length is not None:
         try:
@@ -62,7 +67,12 @@ def decode_infer(body: bytes, model: ModelRef, header_length: str | None = None
         dtype_of(datatype, field)  # raises unless it is a known V2 name
         shape = tensor.get("shape")
         params = tensor.get("parameters")
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = None
+        if isinstance(params, dict) and params:
+            if (ref := tensor_ref(params, field)) is not None:
+                inputs[name] = _from_shared_memory(tensor, ref, shm, field)
+                continue
+            size = params.get("binary_data_size")
         if size is not None:
             if binary is None:
                 raise MalformedRequest(f"{field}: binary_data_size given but the request has "
@@ -88,6 +98,17 @@ def decode_infer(body: bytes, model: ModelRef, header_length: str | None = None
     if parameters is not None and not isinstance(parameters, dict):
         raise MalformedRequest("'parameters' must be an object")
     return InferRequest(model, inputs, request_id, parameters, _outputs(doc.get("outputs")))
+
+
+def _from_shared_memory(tensor: dict[str, Any], ref: Any, shm: SharedMemoryRegistry | None,
+                        field: str) -> Any:
+    if "data" in tensor or "binary_data_size" in tensor["parameters"]:
+        raise MalformedRequest(f"{field}: give either shared memory parameters or data, "
+                               f"not both")
+    if shm is None:
+        raise MalformedRequest(f"{field}: shared memory is not served on this route")
+    return shm.read_input(ref, tensor["datatype"], check_shape(tensor.get("shape"), field),
+                          field)
 
 
 def _outputs(raw: Any) -> list[RequestedOutput] | None:
@@ -126,7 +147,9 @@ def _encode(response: InferResponse, request: InferRequest, check_finite: bool
         datatype = v2_datatype(arr.dtype)
         params = wanted.get(name, {}) if wanted is not None else {}
         item: dict[str, Any] = {"name": name, "datatype": datatype, "shape": arr.shape}
-        if params.get("binary_data", binary_default):
+        if params and (ref := tensor_ref(params, name)) is not None:
+            item["parameters"] = ref.parameters()  # written into the region: no data
+        elif params.get("binary_data", binary_default):
             raw = to_binary(arr, datatype)
             item["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
