@@ -46,6 +46,10 @@ class Metrics:
         self.versions_ready = Gauge(
             "ferry_model_ready", "1 while the version is live, else 0.", ["model", "version"],
             registry=r)
+        self.traffic_share = Gauge(
+            "ferry_endpoint_traffic_share", "Share of an endpoint's traffic (requests that "
+            "name no version) its policy sends to each version now (docs/rollouts.md).",
+            ["model", "version"], registry=r)
 
         # -- evaluation store and monitoring (ferry.evalstore, ferry.monitoring) -------------
         self.store_written = Counter(

@@ -1,5 +1,8 @@
 """The protocol-neutral handlers (MLServer's DataPlane idea): REST, gRPC, the UI and batch
-scoring call these with ``ferry.types`` values; only this module calls the manager.
+scoring call these with ``ferry.types`` values; only this module and the routing targets
+it resolves (``ferry.routing``) call the manager. ``infer`` resolves a model name to its
+endpoint's target; request ids, observers and the answering version flow through here once
+for every protocol.
 
 Promises: every error is a ``FerryError``; ``infer`` counts each request once in the metrics
 under its outcome; a model's failure never escapes as anything but ``ModelError``.
@@ -10,20 +13,18 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import re
 from dataclasses import dataclass
-import time
-from typing import Any, Protocol
+from typing import Any
 
 import ferry
-from ferry.errors import (FerryError, Forbidden, ModelNotReady, Unauthorized,
-                          UnknownOutput)
+from ferry.errors import Forbidden, Unauthorized
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.manager import ModelManager
-from ferry.scheduler.tensors import check_inputs
-from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
+from ferry.monitoring.metrics import Metrics
+from ferry.routing.endpoints import Endpoints
+from ferry.routing.target import InferenceObserver, VersionTarget
+from ferry.types import InferRequest, InferResponse, Signature
 
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
@@ -46,28 +47,21 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-class InferenceObserver(Protocol):
-    """Told about every inference that reached a version. ``observe`` runs on the event
-    loop thread inside the request path: it must be fast and must not raise (buffer the
-    record and do the work elsewhere)."""
-
-    def observe(self, record: InferenceRecord) -> None: ...
-
-
-def _outcome(exc: FerryError) -> str:
-    return _CAMEL.sub("_", type(exc).__name__).lower()
-
-
 class DataPlane:
     """Health, metadata, inference and the repository index, for any protocol."""
 
     def __init__(self, manager: ModelManager, default_timeout_s: float | None = None,
-                 control: ModelControl | None = None) -> None:
+                 control: ModelControl | None = None, metrics: Metrics | None = None) -> None:
         self.manager = manager
         self.default_timeout_s = default_timeout_s
         self.control = control or ModelControl()
         self.observers: list[InferenceObserver] = []
         """Told about each inference; see ``InferenceObserver``."""
+        self.direct = VersionTarget(manager, self.observers, default_timeout_s)
+        """Runs a request on the version it names, or the latest ready one."""
+        self.endpoints = Endpoints(manager, self.direct, metrics)
+        self.routes = self.endpoints.targets
+        """Model name -> its endpoint's policy target (absent: the default ``pin latest``)."""
 
     # -- health and metadata -------------------------------------------------------------
     def live(self) -> bool:
@@ -154,8 +148,9 @@ class DataPlane:
         return self.manager.get(name, version).signature
 
     # -- model control -------------------------------------------------------------------
-    def authorize_control(self, authorization: str | None, client_host: str | None) -> None:
-        """Raise ``Forbidden``/``Unauthorized`` unless this caller may load and unload."""
+    def authorize_control(self, authorization: str | None, client_host: str | None) -> str:
+        """Raise ``Forbidden``/``Unauthorized`` unless this caller may load and unload;
+        returns who the caller is, for event records: ``admin-token`` or ``loopback``."""
         control = self.control
         if not control.enabled:
             raise Forbidden("model control is disabled on this server (--no-model-control-api)")
@@ -163,10 +158,11 @@ class DataPlane:
             expected = f"Bearer {control.admin_token}"
             if authorization is None or not hmac.compare_digest(authorization, expected):
                 raise Unauthorized("model control needs 'Authorization: Bearer <admin token>'")
-            return
+            return "admin-token"
         if client_host is None or not _is_loopback(client_host):
             raise Forbidden(f"model control is allowed only from loopback (caller "
                             f"{client_host}); set --admin-token to allow it from elsewhere")
+        return "loopback"
 
     async def load_model(self, name: str) -> None:
         await self.manager.load_model(name)
@@ -176,58 +172,11 @@ class DataPlane:
 
     # -- inference -----------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
-        """Check, queue and run one request on the version it names (or the latest)."""
-        started = time.monotonic()
-        harness = self.manager.get(request.model.name, request.model.version)
-        metrics = harness.metrics
-        try:
-            rows = check_inputs(harness.signature, request.inputs, harness.max_batch_size)
-            if request.outputs:
-                self._check_outputs(harness.signature, [o.name for o in request.outputs])
-            deadline = request.deadline
-            if deadline is None and self.default_timeout_s:
-                deadline = started + self.default_timeout_s
-            batcher = harness.batcher
-            if batcher is None:  # unloaded between get() and here
-                raise ModelNotReady(f"model {harness.model!r} version {harness.version} is "
-                                    f"{harness.state.value}")
-            outputs = await batcher.submit(request.inputs, rows, deadline)
-        except FerryError as exc:
-            outcome = _outcome(exc)
-            metrics.request_failed(outcome)
-            if self.observers:
-                self._tell(InferenceRecord(request.id, harness.model, harness.version,
-                                           request.inputs, None, outcome, exc.message,
-                                           time.monotonic() - started, time.time(),
-                                           request.parameters))
-            raise
-        latency = time.monotonic() - started
-        metrics.request_done(latency)
-        observers = self.observers
-        if observers:  # one record object, handed over by reference (no copy, no encoding)
-            record = InferenceRecord(request.id, harness.model, harness.version,
-                                     request.inputs, outputs, "success", None, latency,
-                                     time.time() - latency, request.parameters)
-            for observer in observers:
-                try:
-                    observer.observe(record)
-                except Exception:  # an observer's bug must not fail the request
-                    log.exception("inference observer %r failed", observer)
-        if request.outputs:
-            outputs = {o.name: outputs[o.name] for o in request.outputs}
-        return InferResponse(harness.model, str(harness.version), outputs, request.id,
-                             request.parameters)
-
-    def _tell(self, record: InferenceRecord) -> None:
-        for observer in self.observers:
-            try:
-                observer.observe(record)
-            except Exception:  # an observer's bug must not fail the request
-                log.exception("inference observer %r failed", observer)
-
-    @staticmethod
-    def _check_outputs(signature: Signature, wanted: list[str]) -> None:
-        names = [o.name for o in signature.outputs]
-        for name in wanted:
-            if name not in names:
-                raise UnknownOutput(f"unknown output {name!r}; the model's outputs are {names}")
+        """Run one request on its endpoint's target (``routing``): a request that names a
+        version, or a model on the default ``pin latest``, takes the plain version target."""
+        model = request.model
+        if model.version is None:
+            target = self.routes.get(model.name)
+            if target is not None:
+                return await target.infer(request)
+        return await self.direct.infer(request)

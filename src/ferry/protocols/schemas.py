@@ -133,3 +133,27 @@ PREDICTION = obj(("table", "key", "prediction"), table=_STR, key=obj(),
                  run_id=_STR_OR_NULL, model_version={"type": ["integer", "string", "null"]},
                  scored_at=_STR_OR_NULL, age_s={"type": ["number", "null"]},
                  prediction=obj(description="the row's columns"))
+
+# -- endpoints and rollouts (/ferry/v1/endpoints) ------------------------------------------
+POLICY = {"oneOf": [
+    obj(("kind",), "every request to one version (null or \"latest\": the latest ready one)",
+        kind={"const": "pin"}, version={"type": ["integer", "string", "null"]}),
+    obj(("kind", "weights"), "weighted traffic, optionally sticky by a request header",
+        kind={"const": "split"},
+        weights={"type": "object", "additionalProperties": _NUM,
+                 "description": "version -> weight (not negative, not all zero; normalised)"},
+        sticky_header=_STR_OR_NULL),
+]}
+POLICY_REQUEST: Schema = {**POLICY, "description": "a policy, optionally with \"reason\": a "
+                                                    "note kept in the event"}
+ENDPOINT = obj(("model", "policy", "stable", "revision", "live_versions", "shares"),
+               model=_STR, policy=POLICY, describe=_STR, stable=POLICY, revision=_INT,
+               live_versions=array(_INT), latest={"type": ["integer", "null"]},
+               shares={"type": "object", "additionalProperties": _NUM,
+                       "description": "version -> share of the traffic now"},
+               notes=array(_STR))
+ENDPOINTS = array(ENDPOINT)
+ENDPOINT_EVENTS = array(obj(("id", "ts", "action", "actor"), id=_INT, ts=_NUM,
+                            action=_STR, policy={}, previous={}, reason=_STR_OR_NULL,
+                            actor=_STR, client=_STR_OR_NULL, notes=array(_STR)))
+ROLLBACK_REQUEST = obj(reason=_STR)
