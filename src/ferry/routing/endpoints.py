@@ -109,7 +109,7 @@ class Endpoints:
         if self.metrics is None:
             return
         gauge = self.metrics.traffic_share
-        now = {str(v): s for v, s in self.shares(name).items()}
+        now = {str(v): round(s, 9) for v, s in self.shares(name).items()}
         for stale in self._gauged.get(name, set()) - set(now):
             gauge.remove(name, stale)
         for version, share in now.items():
