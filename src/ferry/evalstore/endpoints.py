@@ -82,15 +82,16 @@ class EndpointStore:
                 conn.execute(t.insert(), {"model": model, "policy": _dump(policy),
                                           "stable": _dump(stable or policy),
                                           "revision": revision, "updated": time.time()})
-            event_id = conn.execute(endpoint_events.insert().values(**event.row())
-                                    ).inserted_primary_key[0]
-        return revision, int(event_id)
+            key = conn.execute(endpoint_events.insert().values(**event.row())
+                               ).inserted_primary_key
+        return revision, int(key[0]) if key else 0
 
     def record(self, event: Event) -> int:
         """An event that changes no policy (a version gone from a split)."""
         with self.engine.begin() as conn:
-            return int(conn.execute(endpoint_events.insert().values(**event.row())
-                                    ).inserted_primary_key[0])
+            key = conn.execute(endpoint_events.insert().values(**event.row())
+                               ).inserted_primary_key
+        return int(key[0]) if key else 0
 
     def events(self, model: str, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` events of a model, newest first."""

@@ -58,7 +58,7 @@ def add_routes(router: Router, control: EndpointControl,
     policies and returns who it is."""
 
     async def list_endpoints(request: Request) -> Response:
-        return json_response(control.list())
+        return json_response(control.all())
 
     async def get_endpoint(request: Request) -> Response:
         return json_response(control.status(request.params["model"]))

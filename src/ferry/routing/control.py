@@ -125,7 +125,8 @@ class EndpointControl:
                            for v, s in self.endpoints.shares(name).items()},
                 "notes": list(endpoint.notes)}
 
-    def list(self) -> list[dict[str, Any]]:
+    def all(self) -> list[dict[str, Any]]:
+        """Every served model's endpoint status."""
         names = sorted(set(self.endpoints.manager.models))
         return [self.status(n) for n in names]
 
