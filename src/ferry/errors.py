@@ -12,6 +12,7 @@ The tree, drawn once::
     │   ├── DatatypeMismatch (400)          datatype vs signature, or values vs datatype
     │   ├── BatchTooLarge (400)             more rows than the model's queue can hold
     │   ├── ReferenceMismatch (400)         reference data whose columns miss the signature
+    │   ├── InvalidPolicy (400)             a routing policy naming a version not live, bad weights
     │   ├── SharedMemoryError (400)         a shared-memory key, offset or size that cannot be used
     │   │   └── RegionExists (400)          a region name registered already (gRPC ALREADY_EXISTS)
     │   └── InvalidValue (422)              well-formed but forbidden values (NaN, empty batch)
@@ -91,6 +92,11 @@ class BatchTooLarge(InvalidInput):
 class ReferenceMismatch(InvalidInput):
     """Reference data that does not fit the model: the message names the missing or
     unexpected columns and lists the expected ones."""
+
+
+class InvalidPolicy(InvalidInput):
+    """A routing policy that cannot be applied: a version that is not loaded (the message
+    lists the live ones), weights that are negative or all zero, an unknown kind or field."""
 
 
 class SharedMemoryError(InvalidInput):

@@ -23,12 +23,14 @@ from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.alerts import AlertLoop
 from ferry.monitoring.metrics import Metrics
 from ferry.protocols.dataplane import DataPlane, ModelControl
+from ferry.protocols.endpoint_routes import add_routes as add_endpoint_routes
 from ferry.protocols.http import HttpLimits, HttpServerState, drain, serve_http
 from ferry.protocols.rest import build_router
-from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.protocols.router import Router
 from ferry.protocols.shared_memory import SharedMemoryRegistry
+from ferry.protocols.store_routes import add_routes as add_store_routes
 from ferry.repository.storage import open_storage
+from ferry.routing.control import EndpointControl
 from ferry.settings import ServerSettings
 
 log = logging.getLogger("ferry")
@@ -45,6 +47,7 @@ class FerryServer:
         self.manager = ModelManager(storage, self.metrics, settings.trust_pickles)
         control = ModelControl(settings.model_control_api, settings.admin_token)
         self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None, control,
+                                   self.metrics,
                                    SharedMemoryRegistry(settings.shared_memory,
                                                         settings.admin_token))
         self.store: EvalStore | None = None
@@ -61,6 +64,7 @@ class FerryServer:
         self._grpc: Any = None
         self._poller: asyncio.Task[None] | None = None
         self.schedules: Any = None
+        self.endpoint_control: EndpointControl | None = None
 
     async def start(self) -> None:
         mode = self.settings.control_mode()
@@ -74,6 +78,7 @@ class FerryServer:
         gc.freeze()
         router = build_router(self.dataplane, self.metrics, self.settings.max_body_bytes)
         self.router = router
+        await self._start_endpoints(router)
         from ferry.protocols.prediction_routes import add_routes as add_prediction_routes
         add_prediction_routes(router, self.settings.predictions_url)
         if self.store is not None:
@@ -111,9 +116,33 @@ class FerryServer:
         # tests and scripts read this line to find the port when http_port is 0
         _announce(f"ferry: HTTP listening on http://{self.settings.host}:{self.http_port}")
 
+    async def _start_endpoints(self, router: Router) -> None:
+        """Endpoint policies from the store (or in memory with ``--store none``), their
+        routes, and the poll that follows other servers' changes."""
+        endpoint_store = None
+        if self.store is not None:
+            from ferry.errors import StoreUnavailable
+            from ferry.evalstore.endpoints import EndpointStore
+            from ferry.evalstore.schema import open_engine
+
+            loop = asyncio.get_running_loop()
+            try:
+                engine = await loop.run_in_executor(None, open_engine, self.settings.store)
+            except StoreUnavailable as exc:  # polls retry; the writer migrates when it can
+                log.warning("endpoint policies: %s", exc.message)
+                engine = open_engine(self.settings.store, migrate=False)
+            endpoint_store = EndpointStore(engine)
+        self.endpoint_control = EndpointControl(self.dataplane.endpoints, endpoint_store,
+                                                self.settings.endpoint_poll_s)
+        await self.endpoint_control.start()
+        add_endpoint_routes(router, self.endpoint_control, lambda r: self.dataplane
+                            .authorize_control(r.headers.get("authorization"), r.client))
+
     async def stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
+        if self.endpoint_control is not None:
+            await self.endpoint_control.stop()
         if self.schedules is not None:  # no new batch runs; the running ones go on
             await asyncio.get_running_loop().run_in_executor(None, self.schedules.stop)
         if self._grpc is not None:

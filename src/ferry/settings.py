@@ -139,6 +139,9 @@ class ServerSettings(BaseSettings):
     alerts_interval_s: Annotated[float, Field(ge=0)] = 60.0
     """How often alert rules (``monitoring: alerts:`` in ``model.yaml``) are evaluated;
     0 disables them."""
+    endpoint_poll_s: Annotated[float, Field(ge=0)] = 1.0
+    """How often this server checks the evaluation store for endpoint policies changed by
+    another server sharing it (one indexed query); 0 turns the check off."""
     schedules: bool = True
     """Run the batch schedules of the run-record store (``ferry schedule add``) in this
     server, as ``ferry scheduler`` does: due fires start ``ferry batch`` processes, STALE

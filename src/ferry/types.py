@@ -3,6 +3,7 @@ inference request and response. Protocols convert their wire formats to and from
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,9 @@ class InferRequest:
     """The outputs asked for, or ``None`` for all of them."""
     deadline: float | None = None
     """``time.monotonic()`` after which the request is no longer worth running."""
+    headers: Mapping[str, str] | None = None
+    """The request's headers (REST, lower-case names) or gRPC metadata, by reference: read
+    by routing policies (a sticky split's key header), never copied."""
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ferry.errors import InvalidInput
-from ferry.protocols.classification import requested, top_k
+from ferry.routing.classification import requested, top_k
 from ferry.types import RequestedOutput, Signature, TensorSpec
 
 SIG = Signature((TensorSpec("x", "FP32", (-1, 4)),),

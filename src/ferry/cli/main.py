@@ -26,6 +26,10 @@ _COMMANDS = {
                "Parquet."),
     "reference": ("ferry.cli.reference", "reference", "Register reference data for drift."),
     "feedback": ("ferry.cli.feedback", "feedback", "Attach a label or reward to a prediction."),
+    "rollout": ("ferry.cli.rollout", "rollout", "Route a model's traffic: pin, split, "
+                "status."),
+    "rollback": ("ferry.cli.rollout", "rollback", "Send a model's traffic back to its "
+                 "last stable policy."),
     "batch": ("ferry.cli.batch", "batch", "Score files or tables into files or a database."),
     "schedule": ("ferry.cli.schedule", "schedule", "Add, list and remove batch schedules."),
     "scheduler": ("ferry.cli.schedule", "scheduler", "Run due batch schedules (a process)."),

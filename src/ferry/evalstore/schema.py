@@ -30,6 +30,12 @@ Tables (SQLAlchemy Core, one ``MetaData``):
 - ``alert_states`` (v4): per (model, alert) the status the replicas agreed on (firing or
   resolved), whether its notification went out, and the lease of the replica sending it
   (``evalstore.alertstates``, ``monitoring.firing``).
+- ``endpoint_policies`` (v5): the routing policy of each endpoint (model name) that is not
+  the default, as JSON, with the last stable policy (for rollback) and a revision counted
+  up at each change (``evalstore.endpoints``).
+- ``endpoint_events`` (v5): append-only history of policy changes: what (policy and the
+  one before), why, by whom, from where; its largest ``id`` is the change counter that
+  servers sharing the store poll.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: readers never block the writer and a
 commit costs no fsync of the main file. New SQLite files use 64 KiB pages (batch blobs are
@@ -175,6 +181,32 @@ alert_states = Table(
 )
 
 
+endpoint_policies = Table(
+    "endpoint_policies", metadata,
+    Column("model", String(128), primary_key=True),
+    Column("policy", Text, nullable=False),  # JSON, routing.policies.Policy.to_json()
+    Column("stable", Text, nullable=False),  # JSON, the policy a rollback returns to
+    Column("revision", Integer, nullable=False),
+    Column("updated", Float, nullable=False),
+)
+
+endpoint_events = Table(
+    "endpoint_events", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("model", String(128), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("action", String(32), nullable=False),  # set, rollback, version_gone, ...
+    Column("policy", Text),  # JSON of the policy after the event
+    Column("previous", Text),  # JSON of the policy before it
+    Column("reason", Text),
+    Column("actor", String(128), nullable=False),  # admin token, loopback, or the server
+    Column("client", String(64)),  # the caller's address
+    Column("notes", Text),  # JSON list of what the server changed (normalised weights)
+    Index("ix_endpoint_events_model_id", "model", "id"),
+)
+
+
 def _v1(conn: Connection) -> None:
     for table in (predictions, feedback, model_versions, references):
         table.create(conn, checkfirst=True)
@@ -217,7 +249,13 @@ def _v4(conn: Connection) -> None:
     alert_states.create(conn, checkfirst=True)
 
 
-_MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: Connection) -> None:
+    """Endpoint routing policies and their event history (``routing``)."""
+    endpoint_policies.create(conn, checkfirst=True)
+    endpoint_events.create(conn, checkfirst=True)
+
+
+_MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 """Migration N is ``_MIGRATIONS[N - 1]``; append, never edit a released one."""
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -48,6 +48,10 @@ class Metrics:
         self.versions_ready = Gauge(
             "ferry_model_ready", "1 while the version is live, else 0.", ["model", "version"],
             registry=r)
+        self.traffic_share = Gauge(
+            "ferry_endpoint_traffic_share", "Share of an endpoint's traffic (requests that "
+            "name no version) its policy sends to each version now (docs/rollouts.md).",
+            ["model", "version"], registry=r)
 
         # -- HTTP server (ferry.protocols.http): rare events only, never per request ---------
         self.http_connections = Gauge(

@@ -1,5 +1,8 @@
 """The protocol-neutral handlers (MLServer's DataPlane idea): REST, gRPC, the UI and batch
-scoring call these with ``ferry.types`` values; only this module calls the manager.
+scoring call these with ``ferry.types`` values; only this module and the routing targets
+it resolves (``ferry.routing``) call the manager. ``infer`` resolves a model name to its
+endpoint's target; request ids, observers and the answering version flow through here once
+for every protocol.
 
 Promises: every error is a ``FerryError``; ``infer`` counts each request once in the metrics
 under its outcome; a model's failure never escapes as anything but ``ModelError``.
@@ -10,25 +13,23 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
-import time
-from typing import Any, Protocol
+from typing import Any
 
 import ferry
-from ferry.errors import (FerryError, Forbidden, ModelNotReady, Unauthorized,
-                          UnknownOutput, VersionNotFound)
+from ferry.errors import Forbidden, ModelNotReady, Unauthorized, VersionNotFound
 from ferry.lifecycle.harness import VersionHarness
 from ferry.lifecycle.manager import ModelManager, ServedModel
+from ferry.monitoring.metrics import Metrics
 from ferry.monitoring.stats import model_statistics
 from ferry.protocols.model_config import model_config as config_json
 from ferry.protocols.model_config import override_settings
-from ferry.protocols import classification
 from ferry.protocols.shared_memory import SharedMemoryRegistry
-from ferry.scheduler.tensors import check_inputs
-from ferry.types import (InferenceRecord, InferRequest, InferResponse, Signature)
+from ferry.routing.endpoints import Endpoints
+from ferry.routing.target import InferenceObserver, VersionTarget
+from ferry.types import InferRequest, InferResponse, Signature
 
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration",
               "model_repository", "statistics", "system_shared_memory"]
 
@@ -52,23 +53,11 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-class InferenceObserver(Protocol):
-    """Told about every inference that reached a version. ``observe`` runs on the event
-    loop thread inside the request path: it must be fast and must not raise (buffer the
-    record and do the work elsewhere)."""
-
-    def observe(self, record: InferenceRecord) -> None: ...
-
-
-def _outcome(exc: FerryError) -> str:
-    return _CAMEL.sub("_", type(exc).__name__).lower()
-
-
 class DataPlane:
     """Health, metadata, inference and the repository index, for any protocol."""
 
     def __init__(self, manager: ModelManager, default_timeout_s: float | None = None,
-                 control: ModelControl | None = None,
+                 control: ModelControl | None = None, metrics: Metrics | None = None,
                  shared_memory: SharedMemoryRegistry | None = None) -> None:
         self.manager = manager
         self.default_timeout_s = default_timeout_s
@@ -78,6 +67,11 @@ class DataPlane:
         """Registered system shared memory regions (Triton's extension)."""
         self.observers: list[InferenceObserver] = []
         """Told about each inference; see ``InferenceObserver``."""
+        self.direct = VersionTarget(manager, self.observers, default_timeout_s)
+        """Runs a request on the version it names, or the latest ready one."""
+        self.endpoints = Endpoints(manager, self.direct, metrics)
+        self.routes = self.endpoints.targets
+        """Model name -> its endpoint's policy target (absent: the default ``pin latest``)."""
 
     # -- health and metadata -------------------------------------------------------------
     def live(self) -> bool:
@@ -200,8 +194,9 @@ class DataPlane:
         return self.manager.get(name, version).signature
 
     # -- model control -------------------------------------------------------------------
-    def authorize_control(self, authorization: str | None, client_host: str | None) -> None:
-        """Raise ``Forbidden``/``Unauthorized`` unless this caller may load and unload."""
+    def authorize_control(self, authorization: str | None, client_host: str | None) -> str:
+        """Raise ``Forbidden``/``Unauthorized`` unless this caller may load and unload;
+        returns who the caller is, for event records: ``admin-token`` or ``loopback``."""
         control = self.control
         if not control.enabled:
             raise Forbidden("model control is disabled on this server (--no-model-control-api)")
@@ -209,10 +204,11 @@ class DataPlane:
             expected = f"Bearer {control.admin_token}"
             if authorization is None or not hmac.compare_digest(authorization, expected):
                 raise Unauthorized("model control needs 'Authorization: Bearer <admin token>'")
-            return
+            return "admin-token"
         if client_host is None or not _is_loopback(client_host):
             raise Forbidden(f"model control is allowed only from loopback (caller "
                             f"{client_host}); set --admin-token to allow it from elsewhere")
+        return "loopback"
 
     async def load_model(self, name: str, config: str | None = None) -> None:
         """Load or reload a model; ``config`` is a configuration override (Triton's model
@@ -229,66 +225,16 @@ class DataPlane:
         await self.manager.unload_model(name)
 
     # -- inference -----------------------------------------------------------------------
-    async def infer(self, request: InferRequest) -> InferResponse:
-        """Check, queue and run one request on the version it names (or the latest)."""
-        started = time.monotonic()
-        harness = self.manager.get(request.model.name, request.model.version)
-        metrics = harness.metrics
-        classes: dict[str, int] = {}
-        try:
-            rows = check_inputs(harness.signature, request.inputs, harness.max_batch_size)
-            if request.outputs:
-                self._check_outputs(harness.signature, [o.name for o in request.outputs])
-                classes = classification.requested(request.outputs, harness.signature)
-            deadline = request.deadline
-            if deadline is None and self.default_timeout_s:
-                deadline = started + self.default_timeout_s
-            batcher = harness.batcher
-            if batcher is None:  # unloaded between get() and here
-                raise ModelNotReady(f"model {harness.model!r} version {harness.version} is "
-                                    f"{harness.state.value}")
-            outputs = await batcher.submit(request.inputs, rows, deadline)
-        except FerryError as exc:
-            outcome = _outcome(exc)
-            finished = time.monotonic()
-            metrics.request_failed(outcome, finished - started, finished)
-            if self.observers:
-                self._tell(InferenceRecord(request.id, harness.model, harness.version,
-                                           request.inputs, None, outcome, exc.message,
-                                           finished - started, time.time(),
-                                           request.parameters))
-            raise
-        finished = time.monotonic()
-        latency = finished - started
-        metrics.request_done(latency, rows, finished)
-        observers = self.observers
-        if observers:  # one record object, handed over by reference (no copy, no encoding)
-            record = InferenceRecord(request.id, harness.model, harness.version,
-                                     request.inputs, outputs, "success", None, latency,
-                                     time.time() - latency, request.parameters)
-            for observer in observers:
-                try:
-                    observer.observe(record)
-                except Exception:  # an observer's bug must not fail the request
-                    log.exception("inference observer %r failed", observer)
-        if request.outputs:
-            outputs = {o.name: outputs[o.name] for o in request.outputs}
-            if classes:  # Triton's classification extension, after the observers saw scores
-                outputs = classification.apply(outputs, classes, harness.max_batch_size > 0,
-                                               harness.labels)
-        return InferResponse(harness.model, str(harness.version), outputs, request.id,
-                             request.parameters)
+    def infer(self, request: InferRequest) -> Coroutine[Any, Any, InferResponse]:
+        """Run one request on its endpoint's target (``routing``): a request that names a
+        version, or a model on the default ``pin latest``, takes the plain version target.
 
-    def _tell(self, record: InferenceRecord) -> None:
-        for observer in self.observers:
-            try:
-                observer.observe(record)
-            except Exception:  # an observer's bug must not fail the request
-                log.exception("inference observer %r failed", observer)
-
-    @staticmethod
-    def _check_outputs(signature: Signature, wanted: list[str]) -> None:
-        names = [o.name for o in signature.outputs]
-        for name in wanted:
-            if name not in names:
-                raise UnknownOutput(f"unknown output {name!r}; the model's outputs are {names}")
+        Await it. It returns the target's coroutine rather than awaiting it, so the default
+        path costs one dict lookup and no extra frame; to add work around inference, wrap
+        a target (``routing/target.py``) instead of adding it here."""
+        model = request.model
+        if model.version is None:
+            target = self.routes.get(model.name)
+            if target is not None:
+                return target.infer(request)  # type: ignore[return-value]
+        return self.direct.infer(request)

@@ -130,15 +130,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         shm = self.dataplane.shared_memory
         decoded = grpc_codec.decode_infer(request, shm)
-        header_id = x_id = traceparent = None
-        for key, value in context.invocation_metadata() or ():
-            if key == REQUEST_ID_HEADER:
-                header_id = value
-            elif key == X_REQUEST_ID_HEADER:
-                x_id = value
-            elif key == TRACEPARENT_HEADER:
-                traceparent = value
-        decoded.id = rid = request_id(header_id, x_id, decoded.id)
+        # one dict of the metadata: the id headers, and routing policies read it (sticky key)
+        decoded.headers = meta = dict(context.invocation_metadata() or ())
+        x_id = meta.get(X_REQUEST_ID_HEADER)
+        traceparent = meta.get(TRACEPARENT_HEADER)
+        decoded.id = rid = request_id(meta.get(REQUEST_ID_HEADER), x_id, decoded.id)
         if traceparent is not None:
             log_traceparent(traceparent, rid, decoded.model.name)
         # sent before the inference runs, so a failed request's status carries it too

@@ -33,6 +33,11 @@ _ID_HEADERS = (
 _ID_RESPONSE_HEADERS = (
     Param(REQUEST_ID_HEADER, "the request id: the client's, or one the server made"),
     Param(X_REQUEST_ID_HEADER, "the request's x-request-id, echoed when sent"))
+MODEL_VERSION_HEADER = "ferry-model-version"
+"""Response header of every inference: the version that answered (docs/rollouts.md)."""
+_INFER_RESPONSE_HEADERS = (*_ID_RESPONSE_HEADERS, Param(
+    MODEL_VERSION_HEADER, "the model version that answered (chosen by the endpoint's policy "
+                          "when the path names none)"))
 _HEADER_LENGTH = Param(v2_json.HEADER_LENGTH, "bytes of JSON before the binary tensors",
                        {"type": "integer", "minimum": 0})
 _CONTENT_ENCODING = Param("content-encoding", "gzip or deflate for a compressed body",
@@ -137,6 +142,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         decoded = v2_json.decode_infer(_body(request, max_body_bytes), model,
                                        request.headers.get(v2_json.HEADER_LENGTH), shm)
         decoded.id, id_headers = _identify(request, decoded.id, model.name)
+        decoded.headers = request.headers
         timeout_us = (decoded.parameters or {}).get("timeout")
         if isinstance(timeout_us, int) and timeout_us > 0:
             decoded.deadline = time.monotonic() + timeout_us / 1e6
@@ -149,6 +155,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
                 shm.write_outputs(leases, response.outputs)
             finally:
                 shm.release(leases)
+        id_headers.append((MODEL_VERSION_HEADER, response.model_version))
         body, header_length = v2_json.encode_infer(response, decoded)
         if header_length is None:
             return Response(body, headers=id_headers)
@@ -191,7 +198,9 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         decoded, row_format = tfserving_json.decode_predict(
             _body(request, max_body_bytes), model, signature)
         decoded.id, id_headers = _identify(request, None, model.name)
+        decoded.headers = request.headers
         response = await dataplane.infer(decoded)
+        id_headers.append((MODEL_VERSION_HEADER, response.model_version))
         return Response(tfserving_json.encode_predict(response, row_format), headers=id_headers)
 
     async def tf_status(request: Request) -> Response:
@@ -245,7 +254,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
         "Inference: JSON tensors, or Triton binary tensors after a JSON header",
         S.INFER_RESPONSE, S.INFER_REQUEST, (JSON, _BINARY), (JSON, _BINARY),
         headers=(*_ID_HEADERS, _HEADER_LENGTH, _CONTENT_ENCODING),
-        response_headers=(*_ID_RESPONSE_HEADERS, _HEADER_LENGTH), tag=v2)
+        response_headers=(*_INFER_RESPONSE_HEADERS, _HEADER_LENGTH), tag=v2)
     add("POST", "/v2/models/{model}/infer", infer, infer_doc)
     add("POST", "/v2/models/{model}/versions/{version}/infer", infer, infer_doc)
     ready_doc = RouteDoc("Model or version readiness", S.MODEL_READY,
@@ -268,7 +277,7 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     predict_doc = RouteDoc("TF Serving predict: row (instances) or columnar (inputs) format",
                            S.TF_PREDICT_RESPONSE, S.TF_PREDICT_REQUEST,
                            headers=(*_ID_HEADERS, _CONTENT_ENCODING),
-                           response_headers=_ID_RESPONSE_HEADERS, tag=tf)
+                           response_headers=_INFER_RESPONSE_HEADERS, tag=tf)
     add("POST", "/v1/models/{model}:predict", tf_predict, predict_doc)
     add("POST", "/v1/models/{model}/versions/{version}:predict", tf_predict, predict_doc)
     tf_meta_doc = RouteDoc("TF Serving model metadata (signature)", S.TF_METADATA, tag=tf)

@@ -173,3 +173,27 @@ _SHM_FIELDS = {"key": {"type": "string", "description": "POSIX shared memory nam
                              "description": "the region's size in bytes"}}
 SHM_REGISTER_REQUEST = obj(("key", "byte_size"), **_SHM_FIELDS)
 SHM_STATUS = array(obj(("name", "key", "offset", "byte_size"), name=_STR, **_SHM_FIELDS))
+
+# -- endpoints and rollouts (/ferry/v1/endpoints) ------------------------------------------
+POLICY = {"oneOf": [
+    obj(("kind",), "every request to one version (null or \"latest\": the latest ready one)",
+        kind={"const": "pin"}, version={"type": ["integer", "string", "null"]}),
+    obj(("kind", "weights"), "weighted traffic, optionally sticky by a request header",
+        kind={"const": "split"},
+        weights={"type": "object", "additionalProperties": _NUM,
+                 "description": "version -> weight (not negative, not all zero; normalised)"},
+        sticky_header=_STR_OR_NULL),
+]}
+POLICY_REQUEST: Schema = {**POLICY, "description": "a policy, optionally with \"reason\": a "
+                                                    "note kept in the event"}
+ENDPOINT = obj(("model", "policy", "stable", "revision", "live_versions", "shares"),
+               model=_STR, policy=POLICY, describe=_STR, stable=POLICY, revision=_INT,
+               live_versions=array(_INT), latest={"type": ["integer", "null"]},
+               shares={"type": "object", "additionalProperties": _NUM,
+                       "description": "version -> share of the traffic now"},
+               notes=array(_STR))
+ENDPOINTS = array(ENDPOINT)
+ENDPOINT_EVENTS = array(obj(("id", "ts", "action", "actor"), id=_INT, ts=_NUM,
+                            action=_STR, policy={}, previous={}, reason=_STR_OR_NULL,
+                            actor=_STR, client=_STR_OR_NULL, notes=array(_STR)))
+ROLLBACK_REQUEST = obj(reason=_STR)

@@ -43,7 +43,7 @@ def _query(request: Request, name: str, default: str) -> str:
 
 def add_routes(router: Router, store: EvalStore, metrics: Metrics,
                latest_version: Callable[[str], int],
-               authorize: Callable[[Request], None] | None = None) -> None:
+               authorize: Callable[[Request], object] | None = None) -> None:
     """Register the routes; ``latest_version(model)`` resolves a reference upload without
     a version (raises ``NotFound`` for unknown models); ``authorize(request)`` guards the
     operator calls (reference upload, flush) like model control."""
