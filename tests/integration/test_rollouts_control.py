@@ -67,7 +67,7 @@ def test_bad_bodies_and_names(srv):
     r = srv.client.put("/ferry/v1/endpoints/iris", content=b"")
     assert r.status_code == 400 and "the body must be a policy" in r.json()["error"]
     r = srv.client.put("/ferry/v1/endpoints/nope", json={"kind": "pin"})
-    assert r.status_code == 404 and "unknown model 'nope'" in r.json()["error"]
+    assert r.status_code == 404 and "unknown model: 'nope' is not found" in r.json()["error"]
     assert srv.client.get("/ferry/v1/endpoints/nope").status_code == 404
     r = srv.client.get("/ferry/v1/endpoints/iris/events?limit=0")
     assert r.status_code == 400 and "limit" in r.json()["error"]
