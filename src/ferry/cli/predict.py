@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import click
 
+from ferry.cli._http import call
 from ferry.cli._options import url_option
 
 
 def _call(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except urllib.error.HTTPError as exc:
-        message = exc.read().decode(errors="replace")
-        try:
-            message = json.loads(message)["error"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        raise click.ClickException(f"{exc.code}: {message}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+    """GET ``url``, or POST ``body`` to it."""
+    return call("GET" if body is None else "POST", url, body)  # type: ignore[no-any-return]
 
 
 def _shape(value: Any) -> list[int]:

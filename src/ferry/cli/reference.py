@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import click
 
+from ferry.cli._http import call
 from ferry.cli._options import admin_token_option, url_option
 
 
@@ -35,21 +33,7 @@ def reference(model: str, file: str, version: int | None, url: str,
     where = f"/ferry/v1/models/{urllib.parse.quote(model)}" + (
         f"/versions/{version}" if version else "") + "/reference?" + urllib.parse.urlencode(
         {"source": path.name})
-    headers = {"Content-Type": ctype}
-    if admin_token:
-        headers["Authorization"] = f"Bearer {admin_token}"
-    request = urllib.request.Request(url.rstrip("/") + where, data=path.read_bytes(),
-                                     method="PUT", headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            result = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read())["error"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        raise click.ClickException(f"{exc.code}: {message}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
+    result = call("PUT", url.rstrip("/") + where, data=path.read_bytes(), content_type=ctype,
+                  token=admin_token, timeout=300)
     click.echo(f"{result['model']} v{result['version']}: reference of {result['rows']} rows, "
                f"{len(result['features'])} feature(s) from {result['source']}")

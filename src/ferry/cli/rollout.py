@@ -5,47 +5,20 @@ from __future__ import annotations
 
 import datetime
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import click
 
-from ferry.cli._options import url_option
+from ferry.cli._http import call
+from ferry.cli._options import admin_token_option, url_option
 
 _ACTIONS = ("pin", "split", "status")
-
-
-def _admin_token(func: Any) -> Any:
-    return click.option("--admin-token", envvar="FERRY_ADMIN_TOKEN", default=None,
-                        help="The server's admin token (env FERRY_ADMIN_TOKEN); without it "
-                             "only a loopback caller may change policies.")(func)
 
 
 def _reason(func: Any) -> Any:
     return click.option("--reason", default=None,
                         help="Why: kept in the endpoint's event history.")(func)
-
-
-def _request(method: str, url: str, token: str | None, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        message = exc.read().decode(errors="replace")
-        try:
-            message = json.loads(message)["error"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        raise click.ClickException(f"{exc.code}: {message}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc.reason}") from None
 
 
 def _endpoint_url(url: str, model: str, tail: str = "") -> str:
@@ -105,7 +78,7 @@ def _show(status: dict[str, Any], events: list[dict[str, Any]] | None = None) ->
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @url_option
-@_admin_token
+@admin_token_option
 def rollout(model: str, action: str, args: tuple[str, ...], sticky_header: str | None,
             reason: str | None, fmt: str, url: str, admin_token: str | None) -> None:
     """Route MODEL's traffic: `pin VERSION|latest` sends every request to one version,
@@ -115,8 +88,8 @@ def rollout(model: str, action: str, args: tuple[str, ...], sticky_header: str |
     if action == "status":
         if args:
             raise click.UsageError("status takes no arguments")
-        status = _request("GET", _endpoint_url(url, model), admin_token)
-        events = _request("GET", _endpoint_url(url, model, "/events?limit=10"), admin_token)
+        status = call("GET", _endpoint_url(url, model), token=admin_token)
+        events = call("GET", _endpoint_url(url, model, "/events?limit=10"), token=admin_token)
         if fmt == "json":
             click.echo(json.dumps({**status, "events": events}, indent=2))
         else:
@@ -133,7 +106,7 @@ def rollout(model: str, action: str, args: tuple[str, ...], sticky_header: str |
                 "sticky_header": sticky_header}
     if reason:
         body["reason"] = reason
-    status = _request("PUT", _endpoint_url(url, model), admin_token, body)
+    status = call("PUT", _endpoint_url(url, model), token=admin_token, body=body)
     if fmt == "json":
         click.echo(json.dumps(status, indent=2))
     else:
@@ -149,10 +122,10 @@ def rollout(model: str, action: str, args: tuple[str, ...], sticky_header: str |
 @click.argument("model")
 @_reason
 @url_option
-@_admin_token
+@admin_token_option
 def rollback(model: str, reason: str | None, url: str, admin_token: str | None) -> None:
     """Send MODEL's traffic back to its last stable policy (the pin in force before the
     current policy), from the next request on."""
-    status = _request("POST", _endpoint_url(url, model, "/rollback"), admin_token,
-                      {"reason": reason} if reason else {})
+    status = call("POST", _endpoint_url(url, model, "/rollback"),
+                  {"reason": reason} if reason else {}, token=admin_token)
     _show(status)
