@@ -49,7 +49,8 @@ class FerryServer:
         self.dataplane = DataPlane(self.manager, settings.request_timeout_s or None, control,
                                    self.metrics,
                                    SharedMemoryRegistry(settings.shared_memory,
-                                                        settings.admin_token))
+                                                        settings.admin_token),
+                                   settings.routing_seed)
         self.store: EvalStore | None = None
         if settings.store.lower() != "none":
             self.store = EvalStore(settings, self.metrics)

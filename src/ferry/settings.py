@@ -142,6 +142,9 @@ class ServerSettings(BaseSettings):
     endpoint_poll_s: Annotated[float, Field(ge=0)] = 1.0
     """How often this server checks the evaluation store for endpoint policies changed by
     another server sharing it (one indexed query); 0 turns the check off."""
+    routing_seed: int | None = None
+    """Seed of the split policies' random draws, so that a run draws the same sequence
+    (tests, reproducible simulations); unset: seeded from the OS. Sticky keys never draw."""
     schedules: bool = True
     """Run the batch schedules of the run-record store (``ferry schedule add``) in this
     server, as ``ferry scheduler`` does: due fires start ``ferry batch`` processes, STALE

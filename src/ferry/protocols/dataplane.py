@@ -58,7 +58,8 @@ class DataPlane:
 
     def __init__(self, manager: ModelManager, default_timeout_s: float | None = None,
                  control: ModelControl | None = None, metrics: Metrics | None = None,
-                 shared_memory: SharedMemoryRegistry | None = None) -> None:
+                 shared_memory: SharedMemoryRegistry | None = None,
+                 routing_seed: int | None = None) -> None:
         self.manager = manager
         self.default_timeout_s = default_timeout_s
         self.control = control or ModelControl()
@@ -69,7 +70,7 @@ class DataPlane:
         """Told about each inference; see ``InferenceObserver``."""
         self.direct = VersionTarget(manager, self.observers, default_timeout_s)
         """Runs a request on the version it names, or the latest ready one."""
-        self.endpoints = Endpoints(manager, self.direct, metrics)
+        self.endpoints = Endpoints(manager, self.direct, metrics, routing_seed)
         self.routes = self.endpoints.targets
         """Model name -> its endpoint's policy target (absent: the default ``pin latest``)."""
 

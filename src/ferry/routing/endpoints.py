@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from random import Random
 
 from ferry.lifecycle.manager import ModelManager
 from ferry.monitoring.metrics import Metrics
@@ -42,8 +43,10 @@ class Endpoints:
     """Every endpoint of this server and the targets that route their requests."""
 
     def __init__(self, manager: ModelManager, direct: VersionTarget,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, seed: int | None = None) -> None:
         self.manager = manager
+        self.random = Random(seed).random
+        """The splits' draws (``seed``: the same sequence every run, for tests)."""
         self.direct = direct
         """The plain version target: requests naming a version, and ``pin latest``."""
         self.metrics = metrics
@@ -91,7 +94,8 @@ class Endpoints:
         children = {v: VersionTarget(d.manager, d.observers, d.default_timeout_s, v)
                     for v in policy.versions()}
         return SplitTarget(name, policy, children, d,
-                           lambda gone, back: self._live_changed(name, gone, back))
+                           lambda gone, back: self._live_changed(name, gone, back),
+                           self.random)
 
     def _live_changed(self, name: str, gone: frozenset[int], back: frozenset[int]) -> None:
         log.warning("endpoint %s: version(s) %s not live, %s live again; the split routes "

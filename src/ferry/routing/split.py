@@ -29,12 +29,12 @@ class SplitTarget:
     """Weighted routing over version targets (see the module docstring)."""
 
     __slots__ = ("name", "split", "plan", "header", "children", "fallback", "missing",
-                 "degraded", "on_change")
+                 "degraded", "on_change", "random")
 
     def __init__(self, name: str, split: Split, children: dict[int, VersionTarget],
                  fallback: VersionTarget,
-                 on_change: Callable[[frozenset[int], frozenset[int]], None] | None = None
-                 ) -> None:
+                 on_change: Callable[[frozenset[int], frozenset[int]], None] | None = None,
+                 draw: Callable[[], float] = random) -> None:
         self.name = name
         self.split = split
         self.plan = plan(split.weights)
@@ -46,6 +46,8 @@ class SplitTarget:
         """Versions of the split found not live; their share goes to the rest."""
         self.degraded = self.plan
         self.on_change = on_change
+        self.random = draw
+        """Uniform draws in [0, 1) for requests without a sticky key."""
 
     def draw(self, request: InferRequest) -> float:
         """The request's point in [0, 1): its sticky key's hash, else a random number."""
@@ -54,7 +56,7 @@ class SplitTarget:
             key = request.headers.get(header)
             if key:
                 return point(key)
-        return random()
+        return self.random()
 
     async def infer(self, request: InferRequest) -> InferResponse:
         draw = self.draw(request)
