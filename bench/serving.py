@@ -149,13 +149,19 @@ the cost of recording predictions (set FERRY_BENCH_STORE to a store URL to inclu
 class Ferry:
     """A ``ferry serve`` process pinned to the server CPU, on a port the OS picks."""
 
-    def __init__(self, exe: Path, repo: Path, logfile: Path) -> None:
+    def __init__(self, exe: Path | list[str], repo: Path, logfile: Path,
+                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """``exe``: the ``ferry`` executable, or a command (``[python, "-m", "ferry"]``);
+        ``args``: options after the defaults (default ``FERRY_ARGS``); ``env``: the
+        server's whole environment (default this one's)."""
         self.logfile = logfile
         self._log = logfile.open("w")
+        command = [str(exe)] if isinstance(exe, Path) else exe
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, str(exe), "serve", str(repo), "--http-port", "0",
-             "--grpc-port", "-1", "--log-level", "warning", *FERRY_ARGS],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            ["taskset", "-c", SERVER_CPU, *command, "serve", str(repo), "--http-port", "0",
+             "--grpc-port", "-1", "--log-level", "warning",
+             *(FERRY_ARGS if args is None else args)],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.base = self._wait_listening()
 
     def _wait_listening(self) -> str:

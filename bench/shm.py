@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -47,45 +46,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from models import build  # noqa: E402
-from serving import LISTEN_RE, SERVER_CPU, log, run_wrk, v2_outputs  # noqa: E402
+from serving import SERVER_CPU, Ferry, log, run_wrk, v2_outputs  # noqa: E402
 
 SHM = Path("/dev/shm")
-START_TIMEOUT_S = 120.0
 
 
-class Server:
+def server(repo: Path, logfile: Path) -> Ferry:
     """``python -m ferry serve`` (this interpreter, so PYTHONPATH picks the checkout)
     pinned to the server CPU, HTTP only, no evaluation store."""
-
-    def __init__(self, repo: Path, logfile: Path) -> None:
-        self.logfile = logfile
-        self._log = logfile.open("w")
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "ferry", "serve", str(repo),
-             "--http-port", "0", "--grpc-port", "-1", "--log-level", "warning",
-             "--store", "none", "--no-schedules"],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            m = LISTEN_RE.search(logfile.read_text())
-            if m:
-                self.base = f"http://{m.group(1)}:{m.group(2)}"
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ferry exited: {logfile.read_text()[-1000:]}")
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"ferry not listening after {START_TIMEOUT_S:g} s; see {logfile}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self._log.close()
+    return Ferry([sys.executable, "-m", "ferry"], repo, logfile, ["--store", "none",
+                                                                  "--no-schedules"])
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None
@@ -171,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     ort: list[float] = []
     keys = [make_object(len(raw), raw), make_object(rows * 48)]
-    server = Server(Path(built["repo"]), logs / "shm-ferry.log")
+    ferry = server(Path(built["repo"]), logs / "shm-ferry.log")
     try:
-        base = server.base
+        base = ferry.base
         for name, key, size in (("in", keys[0], len(raw)), ("out", keys[1], rows * 48)):
             post(f"{base}/v2/systemsharedmemory/region/{name}/register",
                  json.dumps({"key": key, "offset": 0, "byte_size": size}).encode())
@@ -212,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"round {rnd + 1}/{args.rounds} c={conc} {kind}: "
                             f"{p['rows_s']:.0f} rows/s, {p['errors']} errors")
     finally:
-        server.stop()
+        ferry.stop()
         for key in keys:
             (SHM / key[1:]).unlink(missing_ok=True)
     ort_rows = statistics.median(ort)
