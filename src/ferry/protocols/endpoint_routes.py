@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 
 from ferry.errors import InvalidPolicy, MalformedRequest
 from ferry.protocols import schemas as S
-from ferry.protocols.router import Param, Request, Response, RouteDoc, Router, json_response
+from ferry.protocols.router import (Param, Request, Response, RouteDoc, Router, json_object,
+                                   json_response)
 from ferry.routing.control import EndpointControl
 
 _AUTHORIZATION = Param("authorization", "Bearer <admin token> when the server has one; "
@@ -36,13 +36,7 @@ def _json_body(request: Request, required: bool) -> dict[str, Any]:
             raise InvalidPolicy('the body must be a policy, like {"kind": "split", '
                                 '"weights": {"2": 90, "3": 10}}')
         return {}
-    try:
-        doc = orjson.loads(request.body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidPolicy("the body must be a JSON object")
-    return doc
+    return json_object(request.body, InvalidPolicy("the body must be a JSON object"))
 
 
 def _reason(doc: dict[str, Any]) -> str | None:

@@ -19,7 +19,7 @@ from ferry.protocols.identity import (REQUEST_ID_HEADER, TRACEPARENT_HEADER,
                                       X_REQUEST_ID_HEADER, log_traceparent, request_id)
 from ferry.protocols import schemas as S
 from ferry.protocols.router import (JSON, Param, Request, Response, RouteDoc, Router,
-                                    json_response)
+                                    json_object, json_response)
 from ferry.protocols.openapi import openapi_document
 from ferry.protocols.shared_memory_routes import add_routes as add_shared_memory_routes
 from ferry.types import ModelRef
@@ -92,14 +92,11 @@ def _load_config(body: bytes, model: str) -> str | None:
     a configuration override as a JSON string, or None."""
     if not body.strip():
         return None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
-    parameters = doc.get("parameters", {}) if isinstance(doc, dict) else None
+    shape = MalformedRequest('body must be a JSON object like {"parameters": {"config": '
+                             '"<model configuration JSON>"}}')
+    parameters = json_object(body, shape).get("parameters", {})
     if not isinstance(parameters, dict):
-        raise MalformedRequest('body must be a JSON object like {"parameters": {"config": '
-                               '"<model configuration JSON>"}}')
+        raise shape
     for key in parameters:
         if key != "config":
             raise RepositoryError(f"failed to load {model!r}: load parameter {key!r} is not "
@@ -165,12 +162,8 @@ def build_router(dataplane: DataPlane, metrics: Metrics, max_body_bytes: int) ->
     async def repository_index(request: Request) -> Response:
         ready_only = False
         if request.body.strip():
-            try:
-                doc = orjson.loads(request.body)
-            except orjson.JSONDecodeError as exc:
-                raise MalformedRequest(f"body is not valid JSON: {exc}") from None
-            if not isinstance(doc, dict):
-                raise MalformedRequest("body must be a JSON object like {\"ready\": true}")
+            doc = json_object(request.body, MalformedRequest(
+                "body must be a JSON object like {\"ready\": true}"))
             ready_only = bool(doc.get("ready", False))
         return json_response(dataplane.repository_index(ready_only))
 

@@ -25,7 +25,8 @@ from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from ferry.errors import FerryError, MethodNotAllowed, NotFound, Unavailable
+from ferry.errors import (FerryError, MalformedRequest, MethodNotAllowed, NotFound,
+                          Unavailable)
 
 
 @dataclass(slots=True)
@@ -50,6 +51,18 @@ class Response:
     status: int = 200
     content_type: str = "application/json"
     headers: list[tuple[str, str]] | None = None
+
+
+def json_object(body: bytes, not_object: FerryError) -> dict[str, Any]:
+    """A request body that must be a JSON object: ``MalformedRequest`` when it is not JSON,
+    ``not_object`` (saying what shape is wanted) when it is JSON but not an object."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise not_object
+    return doc
 
 
 def json_response(value: object, status: int = 200) -> Response:

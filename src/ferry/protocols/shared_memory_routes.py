@@ -12,11 +12,11 @@ Every call is allowed from loopback, or with the admin token (``check_caller``).
 
 from __future__ import annotations
 
-import orjson
 
 from ferry.errors import MalformedRequest
 from ferry.protocols import schemas as S
-from ferry.protocols.router import Param, Request, Response, RouteDoc, Router, json_response
+from ferry.protocols.router import (Param, Request, Response, RouteDoc, Router, json_object,
+                                   json_response)
 from ferry.protocols.shared_memory import SharedMemoryRegistry
 
 _AUTHORIZATION = Param("authorization", "Bearer <admin token>, for callers not on loopback")
@@ -29,13 +29,8 @@ def add_routes(router: Router, shm: SharedMemoryRegistry) -> None:
 
     async def register(request: Request) -> Response:
         authorize(request)
-        try:
-            doc = orjson.loads(request.body)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedRequest(f"body is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise MalformedRequest('body must be a JSON object like {"key": "/in0", '
-                                   '"offset": 0, "byte_size": 128}')
+        doc = json_object(request.body, MalformedRequest(
+            'body must be a JSON object like {"key": "/in0", "offset": 0, "byte_size": 128}'))
         shm.register(request.params["name"], doc.get("key"), doc.get("offset", 0),
                      doc.get("byte_size"))
         return json_response({})
