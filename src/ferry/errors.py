@@ -21,7 +21,8 @@ The tree, drawn once::
     │   ├── ModelNotFound (404)
     │   ├── VersionNotFound (404)
     │   ├── RequestNotFound (404)           feedback for a request id the store never saw
-    │   └── RegionNotFound (404)            a shared-memory region name not registered
+    │   ├── RegionNotFound (404)            a shared-memory region name not registered
+    │   └── PredictionsUnavailable (404)    batch predictions asked of a server without them
     ├── MethodNotAllowed (405)
     ├── Unauthorized (401)                  model control needs the admin token
     ├── Forbidden (403)                     model control is off, or not from loopback
@@ -140,6 +141,11 @@ class RequestNotFound(NotFound):
 
 class RegionNotFound(NotFound):
     """A shared-memory region name that is not registered (or was unregistered)."""
+
+
+class PredictionsUnavailable(NotFound):
+    """Stored batch predictions asked of a server with no predictions database
+    (``FERRY_PREDICTIONS_URL`` unset)."""
 
 
 class MethodNotAllowed(FerryError):

@@ -15,13 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from ferry.errors import FerryError, NotFound
-
-
-class PredictionsUnavailable(FerryError):
-    """The server has no predictions database configured."""
-
-    http_status = 404
+from ferry.errors import NotFound, PredictionsUnavailable
 
 
 class PredictionStore:

@@ -64,6 +64,9 @@ import click
 @click.option("--drain-timeout-s", type=float, default=None,
               help="On shutdown, seconds in-flight requests may finish before they are "
                    "cancelled (default 30).")
+@click.option("--alerts-interval-s", type=float, default=None,
+              help="Seconds between evaluations of the models' alert rules (default 60; "
+                   "0 = off).")
 @click.option("--request-timeout-s", type=float, default=None,
               help="Default inference deadline in seconds (default 60; 0 = none).")
 @click.option("--store", envvar="FERRY_STORE", default=None,
